@@ -1,0 +1,147 @@
+"""The training dataset: teacher-scored pairs as integer positions, sorted for the sampler, texts resolved lazily.
+
+:func:`build_training_dataset` turns a :class:`~st_tasb.table.TeacherScoreTable` (ids) into the dataset that
+:class:`~st_tasb.sampler.TopicAwareBalancedBatchSampler` and the Trainer consume:
+
+- Arrow columns ``query_index``, ``positive_index``, ``negative_index`` (int32 row positions into the
+  query and passage :class:`~st_tasb.texts.TextStore`), ``margin`` (float32, teacher pos - neg score) and
+  ``cluster`` (int32 topic cluster of the query, -1 without clusters);
+- rows sorted by ``(query_index, margin)``, so every query's pairs are one contiguous, margin-ordered run
+  and the sampler builds its per-query margin bins with a few vectorised passes;
+- a ``set_transform`` that reads rows as ``{"query", "positive", "negative", "label"}`` texts and margin
+  (plus the three indices with ``with_indices=True``, for teachers that look embeddings up by position).
+
+The sampler reads the metadata columns through ``dataset.data``, which the transform does not touch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset, load_from_disk
+from datasets.table import InMemoryTable
+
+from st_tasb.texts import TextStore
+
+if TYPE_CHECKING:
+    from st_tasb.clusters import QueryClusters
+    from st_tasb.table import TeacherScoreTable
+
+INDEX_COLUMNS = ("query_index", "positive_index", "negative_index")
+SAMPLER_COLUMNS = ("query_index", "margin", "cluster")
+
+
+class ResolveTexts:
+    """The lazy transform: index columns -> texts, ``margin`` -> ``label`` (picklable for dataloader workers)."""
+
+    def __init__(self, queries: TextStore, corpus: TextStore, with_indices: bool = False) -> None:
+        self.queries = queries
+        self.corpus = corpus
+        self.with_indices = with_indices
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        rows: dict[str, list[Any]] = {
+            "query": self.queries.texts(batch["query_index"]),
+            "positive": self.corpus.texts(batch["positive_index"]),
+            "negative": self.corpus.texts(batch["negative_index"]),
+            "label": list(batch["margin"]),
+        }
+        if self.with_indices:
+            for column in INDEX_COLUMNS:
+                rows[column] = list(batch[column])
+        return rows
+
+
+def build_training_dataset(
+    table: TeacherScoreTable,
+    queries: TextStore,
+    corpus: TextStore,
+    clusters: QueryClusters | None = None,
+    *,
+    with_indices: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Build the sampler-ready training dataset from a teacher score table.
+
+    Args:
+        table: the teacher-scored (query, positive, negative) pairs.
+        queries: query texts; every query id of the table must be in it.
+        corpus: passage texts; every positive and negative id of the table must be in it.
+        clusters: topic clusters of the queries; every query of the table must have one. Without
+            clusters the ``cluster`` column is -1 and only random-query batching is possible.
+        with_indices: also expose ``query_index``/``positive_index``/``negative_index`` in the rows
+            (needed by cached or precomputed in-batch teachers; use it with
+            :class:`~st_tasb.collator.TASBDataCollator`).
+        cache_dir: write the sorted Arrow table here and reopen it memory-mapped (large tables);
+            by default it is kept in memory (five int32/float32 columns, 20 bytes a pair).
+
+    Returns:
+        A ``datasets.Dataset`` as described in the module docstring.
+
+    Raises:
+        st_tasb.texts.UnknownIdError: naming the table's ids that are missing from queries or corpus.
+        ValueError: naming queries of the table that have no cluster.
+    """
+    data = table.dataset.data
+    query_pos = queries.positions(data.column("query_id"), missing="mask")
+    positive_pos = corpus.positions(data.column("positive_id"), missing="mask")
+    negative_pos = corpus.positions(data.column("negative_id"), missing="mask")
+    if (query_pos < 0).any() or (positive_pos < 0).any() or (negative_pos < 0).any():
+        table.validate(queries, corpus)  # raises with file:line detail
+        raise AssertionError("validate() accepted ids that TextStore.positions rejected")  # pragma: no cover
+
+    if clusters is None:
+        cluster = np.full(len(query_pos), -1, dtype=np.int32)
+    else:
+        cluster_of_query = clusters.cluster_of(queries.ids)
+        cluster = cluster_of_query[query_pos]
+        unclustered = np.flatnonzero(cluster < 0)
+        if len(unclustered):
+            missing_ids = queries.ids.take(pa.array(np.unique(query_pos[unclustered])[:5])).to_pylist()
+            raise ValueError(
+                f"{len(np.unique(query_pos[unclustered]))} query(ies) of the table have no cluster, "
+                f"e.g. {missing_ids}; fit the clusters on the table's queries (QueryClusters.fit(..., only_ids=...))"
+            )
+
+    margin = data.column("margin").to_numpy().astype(np.float32, copy=False)
+    order = np.lexsort((margin, query_pos))
+    arrow = pa.table(
+        {
+            "query_index": pa.array(query_pos[order].astype(np.int32)),
+            "positive_index": pa.array(positive_pos[order].astype(np.int32)),
+            "negative_index": pa.array(negative_pos[order].astype(np.int32)),
+            "margin": pa.array(margin[order]),
+            "cluster": pa.array(cluster[order].astype(np.int32)),
+        }
+    )
+    del order, query_pos, positive_pos, negative_pos, cluster
+    dataset = Dataset(InMemoryTable(arrow))
+    if cache_dir is not None:
+        dataset.save_to_disk(str(cache_dir))
+        dataset = load_from_disk(str(cache_dir))
+    dataset.set_transform(ResolveTexts(queries, corpus, with_indices=with_indices))
+    return dataset
+
+
+def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:
+    """The sampler's view of a training dataset: its metadata columns as numpy arrays (zero-copy when possible).
+
+    Raises:
+        ValueError: when the dataset was not built by :func:`build_training_dataset`.
+    """
+    table = getattr(dataset, "data", None)
+    missing = [c for c in SAMPLER_COLUMNS if table is None or c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"the dataset lacks the columns {missing} that TopicAwareBalancedBatchSampler needs; build it with "
+            "TeacherScoreTable.training_dataset(queries, corpus, clusters)"
+        )
+    if dataset._indices is not None:
+        raise ValueError(
+            "the training dataset has an indices mapping (select/shuffle/filter); the sampler needs the "
+            "table order: call dataset.flatten_indices() or rebuild it with training_dataset()"
+        )
+    return {c: table.column(c).to_numpy() for c in SAMPLER_COLUMNS}

@@ -1,0 +1,246 @@
+"""TopicAwareBalancedBatchSampler and PairIndex: batch invariants, bins, determinism, ablations, errors."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from functools import partial
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from st_tasb.sampler import PairIndex, TopicAwareBalancedBatchSampler
+
+
+def make_dataset(pairs_per_query: list[int], cluster_of_query: list[int], seed: int = 0) -> Dataset:
+    """A sampler-ready dataset: rows grouped by query, margins random but sorted within each query."""
+    rng = np.random.default_rng(seed)
+    query_index = np.repeat(np.arange(len(pairs_per_query)), pairs_per_query).astype(np.int32)
+    margin = rng.normal(size=len(query_index)).astype(np.float32)
+    margin = margin[np.lexsort((margin, query_index))]
+    cluster = np.repeat(cluster_of_query, pairs_per_query).astype(np.int32)
+    return Dataset.from_dict({"query_index": query_index, "margin": margin, "cluster": cluster})
+
+
+def sampler_for(dataset: Dataset, batch_size: int, drop_last: bool = True, seed: int = 13, **kwargs):
+    return TopicAwareBalancedBatchSampler(dataset, batch_size=batch_size, drop_last=drop_last, seed=seed, **kwargs)
+
+
+def queries_of(dataset: Dataset, batch: list[int]) -> list[int]:
+    column = dataset.data.column("query_index").to_numpy()
+    return column[batch].tolist()
+
+
+def clusters_of(dataset: Dataset, batch: list[int]) -> set[int]:
+    return set(dataset.data.column("cluster").to_numpy()[batch].tolist())
+
+
+@pytest.fixture(scope="module")
+def uneven() -> Dataset:
+    """103 queries with 1..12 pairs in 9 clusters of uneven size (3..20 queries)."""
+    rng = np.random.default_rng(1)
+    sizes = [3, 20, 7, 15, 9, 11, 18, 6, 14]
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    return make_dataset(rng.integers(1, 13, size=len(clusters)).tolist(), clusters.tolist())
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 8, 10, 32, 103])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_every_batch_is_full_and_len_is_exact(uneven: Dataset, batch_size: int, drop_last: bool) -> None:
+    """Guards against a short last batch or a __len__ that differs from the batches yielded (hangs DDP)."""
+    sampler = sampler_for(uneven, batch_size, drop_last=drop_last)
+    batches = list(sampler)
+    expected = 103 // batch_size if drop_last else math.ceil(103 / batch_size)
+    assert len(batches) == len(sampler) == expected
+    assert all(len(batch) == batch_size for batch in batches)
+
+
+@pytest.mark.parametrize("batch_size", [4, 10, 32])
+def test_each_query_at_most_once_per_epoch(uneven: Dataset, batch_size: int) -> None:
+    """Guards against queries repeated inside an epoch (drop_last) and against queries never visited."""
+    sampler = sampler_for(uneven, batch_size, drop_last=True)
+    seen = [q for batch in sampler for q in queries_of(uneven, batch)]
+    assert len(seen) == len(set(seen)) == (103 // batch_size) * batch_size
+    topped_up = sampler_for(uneven, batch_size, drop_last=False)
+    counts = Counter(q for batch in topped_up for q in queries_of(uneven, batch))
+    assert set(counts) == set(range(103))
+    assert sum(c - 1 for c in counts.values()) == len(topped_up) * batch_size - 103
+    for batch in topped_up:  # a top-up never repeats a query inside one batch
+        assert len(set(queries_of(uneven, batch))) == batch_size
+
+
+def test_one_cluster_per_batch_when_clusters_divide_evenly() -> None:
+    """Guards against topic mixing: clusters whose sizes are multiples of b give pure batches."""
+    sizes = [16, 8, 24, 8, 32]
+    clusters = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    dataset = make_dataset([3] * sum(sizes), clusters)
+    for epoch in range(3):
+        sampler = sampler_for(dataset, 8)
+        sampler.set_epoch(epoch)
+        assert all(len(clusters_of(dataset, batch)) == 1 for batch in sampler)
+
+
+def test_n_clusters_per_batch_fill_each_slice_from_one_cluster() -> None:
+    """Guards the clusters_per_batch option: each b/n slice of a batch comes from a single cluster."""
+    sizes = [12, 6, 18, 24, 6, 30]
+    clusters = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    dataset = make_dataset([2] * sum(sizes), clusters)
+    sampler = sampler_for(dataset, 12, clusters_per_batch=2)
+    batches = list(sampler)
+    assert len(batches) == sum(sizes) // 12
+    mixed = 0
+    for batch in batches:
+        first, second = clusters_of(dataset, batch[:6]), clusters_of(dataset, batch[6:])
+        assert len(first) == len(second) == 1
+        mixed += first != second
+    assert mixed > len(batches) // 2  # most batches hold two different topics
+
+
+def test_short_clusters_are_filled_from_another(uneven: Dataset) -> None:
+    """Guards the fill-up rule: a batch spans at most two clusters when every cluster has >= b queries
+    (a cluster's tail is completed from the next cluster, never scattered)."""
+    sizes = [10, 13, 25, 11, 17]
+    clusters = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    dataset = make_dataset([2] * sum(sizes), clusters)
+    for drop_last in (True, False):
+        batches = list(sampler_for(dataset, 10, drop_last=drop_last))
+        assert all(len(clusters_of(dataset, batch)) <= 2 for batch in batches)
+        assert sum(len(clusters_of(dataset, batch)) == 1 for batch in batches) >= 2
+
+
+def test_topic_purity_beats_random_batches(uneven: Dataset) -> None:
+    """Guards against the topic-aware order being silently ignored: far fewer clusters per batch than random."""
+    aware = np.mean([len(clusters_of(uneven, b)) for b in sampler_for(uneven, 8)])
+    random = np.mean([len(clusters_of(uneven, b)) for b in sampler_for(uneven, 8, topic_aware=False)])
+    assert aware <= 2.0 < random
+
+
+def test_same_seed_and_epoch_give_same_batches(uneven: Dataset) -> None:
+    """Guards reproducibility: ranks and resumed runs rebuild the identical sequence from (seed, epoch)."""
+    first, second = sampler_for(uneven, 8, seed=5), sampler_for(uneven, 8, seed=5)
+    first.set_epoch(3)
+    first.set_epoch(3)  # set twice per epoch by the Trainer: must be idempotent
+    second.set_epoch(3)
+    assert list(first) == list(second) == list(first)
+    second.set_epoch(4)
+    assert list(first) != list(second)
+    assert list(sampler_for(uneven, 8, seed=6)) != list(sampler_for(uneven, 8, seed=5))
+
+
+def test_ignores_torch_generator_state(uneven: Dataset) -> None:
+    """Guards against rank-dependent randomness leaking in through the Trainer's shared torch generator."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = TopicAwareBalancedBatchSampler(uneven, 8, True, generator=generator, seed=2)
+    torch.randint(0, 10, (100,), generator=generator)
+    b = TopicAwareBalancedBatchSampler(uneven, 8, True, generator=generator, seed=2)
+    assert list(a) == list(b)
+
+
+def independent_bins(margins: np.ndarray, n_bins: int) -> np.ndarray:
+    """Reference bin assignment of one query's margins, written out per element."""
+    low, high = float(margins.min()), float(margins.max())
+    if high == low:
+        return np.zeros(len(margins), dtype=int)
+    return np.array([min(int((m - low) * (n_bins / (high - low))), n_bins - 1) for m in margins.astype(np.float64)])
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 10])
+def test_pair_index_bins_match_per_query_reference(uneven: Dataset, n_bins: int) -> None:
+    """Guards the vectorised bin construction against a per-query computation of equal-width bins."""
+    query_index = uneven.data.column("query_index").to_numpy()
+    margin = uneven.data.column("margin").to_numpy()
+    index = PairIndex.build(query_index, margin, uneven.data.column("cluster").to_numpy(), n_bins)
+    for q in range(index.n_queries):
+        start, length = index.query_start[q], index.query_length[q]
+        assert (query_index[start : start + length] == q).all() and (query_index == q).sum() == length
+        reference = independent_bins(margin[start : start + length], n_bins)
+        expected_runs = [int(c) for c in np.bincount(reference) if c]
+        offset, count = index.query_bin_offset[q], index.query_bin_count[q]
+        assert index.bin_length[offset : offset + count].tolist() == expected_runs
+        assert index.bin_start[offset] == start
+
+
+def test_balanced_pairs_are_uniform_over_non_empty_bins() -> None:
+    """Guards balanced sampling: bins are drawn uniformly (not pairs), empty bins never, pairs inside a bin
+    uniformly; uniform sampling instead follows the pair counts."""
+    # one query: 90 pairs with margin ~0 (bin 0), 6 pairs at 5.0 (bin 5), 4 pairs at 10 (bin 9); bins 1-4,6-8 empty
+    margin = np.concatenate([np.linspace(0.0, 0.5, 90), np.full(6, 5.0), np.full(4, 10.0)]).astype(np.float32)
+    index = PairIndex.build(np.zeros(100, dtype=np.int64), margin, np.zeros(100, dtype=np.int64), n_bins=10)
+    assert index.query_bin_count.tolist() == [3]
+    rng = np.random.default_rng(0)
+    draws = index.draw_pairs(np.zeros(60_000, dtype=np.int64), rng, balanced=True)
+    share = np.array([(draws < 90).mean(), ((draws >= 90) & (draws < 96)).mean(), (draws >= 96).mean()])
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.01)
+    inside = np.bincount(draws[draws < 90], minlength=90) / (draws < 90).sum()
+    assert inside.min() > 0.5 / 90 and inside.max() < 1.5 / 90
+    uniform = index.draw_pairs(np.zeros(60_000, dtype=np.int64), rng, balanced=False)
+    np.testing.assert_allclose((uniform < 90).mean(), 0.9, atol=0.01)
+
+
+def test_equal_margins_and_single_pairs_are_sampled_not_crashed() -> None:
+    """Guards the original code's crash on equal margins: such a query has one bin and all its pairs are drawn."""
+    margin = np.array([2.0, 2.0, 2.0, 2.0, 7.0], dtype=np.float32)  # query 0: 4 equal margins; query 1: one pair
+    index = PairIndex.build(np.array([0, 0, 0, 0, 1]), margin, np.array([0, 0, 0, 0, 0]), n_bins=10)
+    assert index.query_bin_count.tolist() == [1, 1]
+    draws = index.draw_pairs(np.array([0] * 4000 + [1] * 10), np.random.default_rng(1))
+    assert set(draws[:4000].tolist()) == {0, 1, 2, 3} and set(draws[4000:].tolist()) == {4}
+
+
+def test_rows_drawn_belong_to_the_batch_queries(uneven: Dataset) -> None:
+    """Guards against a pair outside its query: every row is one of its query's own rows."""
+    query_index = uneven.data.column("query_index").to_numpy()
+    for balanced in (True, False):
+        sampler = sampler_for(uneven, 10, balanced=balanced)
+        index = sampler.index
+        for batch in sampler:
+            for row in batch:
+                q = query_index[row]
+                assert index.query_start[q] <= row < index.query_start[q] + index.query_length[q]
+
+
+def test_random_query_ablation_needs_no_clusters() -> None:
+    """Guards the ablation switch: random batches work on a dataset built without clusters, topic-aware refuses."""
+    dataset = make_dataset([2] * 20, [-1] * 20)
+    assert len(list(sampler_for(dataset, 4, topic_aware=False))) == 5
+    with pytest.raises(ValueError, match="no query clusters"):
+        sampler_for(dataset, 4)
+
+
+def test_partial_is_accepted_by_the_trainer_hook(uneven: Dataset) -> None:
+    """Guards the documented partial(...) form: the Trainer calls it with the DefaultBatchSampler signature."""
+    factory = partial(TopicAwareBalancedBatchSampler, n_bins=3, clusters_per_batch=2)
+    sampler = factory(uneven, batch_size=8, drop_last=True, valid_label_columns=None, generator=None, seed=1)
+    assert sampler.n_bins == 3 and sampler.clusters_per_batch == 2 and len(list(sampler)) == len(sampler)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "kwargs", "message"),
+    [
+        (Dataset.from_dict({"query": ["a"], "label": [1.0]}), {}, "lacks the columns"),
+        (make_dataset([2] * 3, [0] * 3), {}, "fewer than one batch"),
+        (make_dataset([2] * 12, [0] * 12), {"clusters_per_batch": 3, "batch_size": 8}, "multiple of clusters_per_batch"),
+        (
+            Dataset.from_dict({"query_index": [1, 0], "margin": [0.0, 0.0], "cluster": [0, 0]}),
+            {"batch_size": 1},
+            "not grouped by query",
+        ),
+        (
+            Dataset.from_dict({"query_index": [0, 0], "margin": [1.0, 0.0], "cluster": [0, 0]}),
+            {"batch_size": 1},
+            "not sorted",
+        ),
+        (
+            Dataset.from_dict({"query_index": [0, 0], "margin": [0.0, float("nan")], "cluster": [0, 0]}),
+            {"batch_size": 1},
+            "NaN",
+        ),
+    ],
+)
+def test_bad_datasets_raise_clear_errors(dataset: Dataset, kwargs: dict, message: str) -> None:
+    """Guards against silent nonsense on malformed input: each case names what is wrong."""
+    kwargs = {"batch_size": 4, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        TopicAwareBalancedBatchSampler(dataset, drop_last=True, seed=0, **kwargs)
