@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +28,71 @@ class UnknownIdError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
+
+
+IdsLike = Union[pa.Array, pa.ChunkedArray, Sequence[Any], np.ndarray]
+
+
+def as_id_array(ids: IdsLike) -> pa.Array:
+    """Ids as one Arrow array: integers as int64, strings as they are, anything else as strings.
+
+    Example:
+        >>> as_id_array([3, 1]).type, as_id_array(["a"]).type
+        (DataType(int64), DataType(string))
+    """
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    elif not isinstance(ids, pa.Array):
+        ids = pa.array(np.asarray(ids).tolist())
+    if pa.types.is_integer(ids.type):
+        return ids.cast(pa.int64())
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return ids
+    return ids.cast(pa.string())
+
+
+class IdIndex:
+    """Vectorised id -> position lookup over a fixed array of unique ids.
+
+    Integer and string ids are interchangeable: ``"123"`` finds ``123``; a requested id that is not a
+    number simply finds nothing in an integer index.
+
+    Args:
+        ids: the ids, in position order.
+        name: what the ids are (used in error messages).
+
+    Raises:
+        ValueError: if ids repeat.
+
+    Example:
+        >>> index = IdIndex([10, 20, 30])
+        >>> index.positions(["20", 40, "abc", 10]).tolist()
+        [1, -1, -1, 0]
+    """
+
+    def __init__(self, ids: IdsLike, name: str = "ids") -> None:
+        self.ids = as_id_array(ids)
+        self.name = name
+        if pc.count_distinct(self.ids).as_py() != len(self.ids):
+            counts = pc.value_counts(self.ids)
+            repeated = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:5]
+            raise ValueError(f"{name}: ids must be unique; repeated ids include {repeated}")
+        self._as_strings: pa.Array | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, requested: IdsLike) -> np.ndarray:
+        """The position of every requested id, ``-1`` for ids not in the index (int64 array)."""
+        requested = as_id_array(requested)
+        value_set = self.ids
+        if requested.type != value_set.type:  # one side holds strings: compare as strings
+            requested = requested.cast(pa.string())
+            if self._as_strings is None:
+                self._as_strings = value_set.cast(pa.string())
+            value_set = self._as_strings
+        found = pc.index_in(requested, value_set=value_set)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 class TextStore:
@@ -50,16 +115,7 @@ class TextStore:
             dataset = dataset.flatten_indices()
         self.dataset = dataset
         self.name = name
-        ids = dataset.data.column("id").combine_chunks()
-        if pa.types.is_integer(ids.type):
-            ids = ids.cast(pa.int64())
-        elif not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
-            ids = ids.cast(pa.string())
-        if pc.count_distinct(ids).as_py() != len(ids):
-            counts = pc.value_counts(ids)
-            repeated = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:5]
-            raise ValueError(f"{name}: ids must be unique; repeated ids include {repeated}")
-        self._ids = ids
+        self._index = IdIndex(dataset.data.column("id"), name=name)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[Any, str]], name: str = "texts") -> TextStore:
@@ -78,28 +134,14 @@ class TextStore:
         return cls(Dataset.from_dict({"id": list(mapping), "text": list(mapping.values())}), name=name)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._index)
 
     @property
     def ids(self) -> pa.Array:
         """The ids in row order, as an Arrow array (int64 or string)."""
-        return self._ids
+        return self._index.ids
 
-    def _coerce(self, ids: pa.Array | Sequence[Any] | np.ndarray) -> pa.Array:
-        arr = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(ids).tolist())
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        if arr.type == self._ids.type:
-            return arr
-        if pa.types.is_integer(self._ids.type):
-            try:
-                return arr.cast(pa.int64())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                # non-integer ids can never match integer ids: map them to nulls (reported as missing)
-                return pa.nulls(len(arr), pa.int64())
-        return arr.cast(pa.string())
-
-    def positions(self, ids: pa.Array | Sequence[Any] | np.ndarray, *, missing: str = "raise") -> np.ndarray:
+    def positions(self, ids: IdsLike, *, missing: str = "raise") -> np.ndarray:
         """Row positions of ``ids`` (vectorised); ``-1`` marks unknown ids when ``missing="mask"``.
 
         Args:
@@ -114,12 +156,11 @@ class TextStore:
         """
         if missing not in ("raise", "mask"):
             raise ValueError(f"missing must be 'raise' or 'mask', not {missing!r}")
-        arr = self._coerce(ids)
-        found = pc.index_in(arr, value_set=self._ids)
-        pos = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        requested = as_id_array(ids)
+        pos = self._index.positions(requested)
         if missing == "raise" and (pos < 0).any():
             bad = np.flatnonzero(pos < 0)
-            examples = [arr[int(i)].as_py() for i in bad[:5]]
+            examples = requested.take(pa.array(bad[:5])).to_pylist()
             raise UnknownIdError(f"{len(bad)} id(s) are not in {self.name}, e.g. {examples}")
         return pos
 

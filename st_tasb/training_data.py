@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset, load_from_disk
+from datasets.fingerprint import generate_random_fingerprint
 from datasets.table import InMemoryTable
 
 from st_tasb.texts import TextStore
@@ -118,7 +119,8 @@ def build_training_dataset(
         }
     )
     del order, query_pos, positive_pos, negative_pos, cluster
-    dataset = Dataset(InMemoryTable(arrow))
+    # an explicit fingerprint: without one, datasets hashes every row (seconds and GBs at MS MARCO size)
+    dataset = Dataset(InMemoryTable(arrow), fingerprint=generate_random_fingerprint())
     if cache_dir is not None:
         dataset.save_to_disk(str(cache_dir))
         dataset = load_from_disk(str(cache_dir))

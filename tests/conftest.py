@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,41 @@ def small_student(small_student_path: str):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(small_student_path, device="cpu")
+
+
+@dataclass
+class ScifactParts:
+    """A small real TAS-B training setup on scifact-train, built once per test run."""
+
+    data_dir: Path  # the BEIR folder the ids resolve against
+    data: object  # BeirData restricted to the selected training queries' qrels
+    table: object  # TeacherScoreTable: BM25-mined pairs scored by the real 6-layer MiniLM (dot product)
+    clusters: object  # QueryClusters of the table's queries (small student embeddings)
+    table_dir: Path
+    clusters_dir: Path
+
+
+@pytest.fixture(scope="session")
+def scifact_parts(scifact_dir: Path, minilm_path: str, small_student_path: str, tmp_path_factory) -> ScifactParts:
+    """160 scifact-train queries, BM25 negatives (4 per positive), MiniLM teacher scores, 12 query clusters."""
+    from sentence_transformers import SentenceTransformer
+
+    from st_tasb.beir import BeirData, load_beir
+    from st_tasb.clusters import QueryClusters
+    from st_tasb.mining import mine_candidates
+    from st_tasb.scoring import score_candidates
+
+    full = load_beir(scifact_dir, "train")
+    selected = sorted(full.qrels)[:160]
+    data = BeirData(corpus=full.corpus, queries=full.queries, qrels={q: full.qrels[q] for q in selected})
+    mined = mine_candidates(data, top_k=30, skip_top=2, max_negatives=4, show_progress_bar=False)
+    root = tmp_path_factory.mktemp("scifact-parts")
+    teacher = SentenceTransformer(minilm_path, device="cpu")
+    table = score_candidates(teacher, mined.pairs, data.queries, data.corpus, root / "scores", show_progress_bar=False)
+    student = SentenceTransformer(small_student_path, device="cpu")
+    clusters = QueryClusters.fit(
+        student, data.queries, k=12, seed=0, only_ids=table.dataset.data.column("query_id"), show_progress_bar=False
+    )
+    table.save(root / "table")
+    clusters.save(root / "clusters")
+    return ScifactParts(scifact_dir, data, table, clusters, root / "table", root / "clusters")

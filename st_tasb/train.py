@@ -1,0 +1,357 @@
+"""Training a TAS-Balanced student: one ``SentenceTransformerTrainer`` run wired with the st-tasb parts.
+
+:func:`train` takes a student, a teacher score table, the query and passage texts, the query clusters
+and an in-batch teacher, and runs the Trainer with
+
+- the training dataset of the table (:meth:`~st_tasb.table.TeacherScoreTable.training_dataset`, with
+  row indices so that cached and precomputed in-batch teachers can look their scores up);
+- ``batch_sampler=functools.partial(TopicAwareBalancedBatchSampler, n_bins=..., clusters_per_batch=...,
+  topic_aware=..., balanced=...)``;
+- :class:`~st_tasb.losses.DualTeacherMarginMSELoss` (or its GradCache variant for large batches),
+  whose ``pairwise`` and ``in_batch`` components are logged;
+- ``data_collator=TASBDataCollator.for_model(student)``;
+- the paper's optimisation settings by default (:class:`TrainingSettings`: Adam, lr 7e-6, no weight
+  decay, cosine schedule, batch size 32, alpha 0.75, 10 margin bins, one cluster per batch).
+
+The final model is saved as a normal SentenceTransformer folder whose ``README.md`` carries a
+TAS-Balanced section (:mod:`st_tasb.model_card`). Under ``accelerate launch`` / ``torchrun`` every
+rank runs the same code; only the main process writes the model.
+
+Example:
+    >>> TrainingSettings(batch_size=64, clusters_per_batch=2).sampler_kwargs()
+    {'n_bins': 10, 'clusters_per_batch': 2, 'topic_aware': True, 'balanced': True}
+    >>> TrainingSettings(batch_size=30, clusters_per_batch=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size (30) must be a multiple of clusters_per_batch (4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import huggingface_hub.constants
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from transformers import TrainerCallback
+
+from st_tasb.cli.arguments import option
+from st_tasb.clusters import QueryClusters
+from st_tasb.collator import TASBDataCollator
+from st_tasb.losses import DualTeacherMarginMSELoss
+from st_tasb.model_card import TASBModelCard, write_model_card
+from st_tasb.models import load_cross_encoder, load_sentence_transformer
+from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.table import TeacherScoreTable
+from st_tasb.teachers import BiEncoderTeacher, ColBERTTeacher, CrossEncoderTeacher, EmbeddingCache, InBatchTeacher
+from st_tasb.texts import TextStore
+
+logger = logging.getLogger(__name__)
+
+InBatchTeacherKind = Literal["none", "bi-encoder", "colbert", "cross-encoder"]
+CHECKPOINTS_DIR = "checkpoints"
+"""Subfolder of the output folder that holds Trainer checkpoints (never uploaded by ``st-tasb push``)."""
+
+
+@dataclass
+class TrainingSettings:
+    """The hyper-parameters of a TAS-Balanced run; defaults are the paper's (Hofstätter et al., 2021).
+
+    Raises:
+        ValueError: for values out of range, naming the setting.
+    """
+
+    batch_size: int = option(32, help="queries per batch, b; every batch has exactly this many (the paper: 32)")
+    learning_rate: float = option(7e-6, help="peak learning rate of Adam(W) (the paper: 7e-6)")
+    epochs: float = option(1.0, help="passes over the training queries (each query once per epoch)")
+    max_steps: int | None = option(None, help="stop after this many optimizer steps; overrides --epochs")
+    warmup: float = option(0.0, help="learning-rate warmup: a number of steps (>= 1) or a fraction of training (< 1)")
+    lr_scheduler: str = option("cosine", help="transformers learning-rate schedule: cosine, linear, constant, ...")
+    weight_decay: float = option(0.0, help="AdamW weight decay (the paper: none)")
+    alpha: float = option(0.75, help="weight of the in-batch Margin-MSE term (the paper: 0.75); unused without an in-batch teacher")
+    n_bins: int = option(10, help="margin bins per query for balanced pair sampling, h (the paper: 10)")
+    clusters_per_batch: int = option(1, help="topic clusters per batch, n; batch_size must be a multiple (the paper: 1)")
+    random_batches: bool = option(False, help="ablation: batches of random queries instead of one topic cluster")
+    uniform_pairs: bool = option(False, help="ablation: draw each query's pair uniformly instead of balanced over margin bins")
+    seed: int = option(42, help="random seed of the model initialisation and of the batch sampler")
+    fp16: bool = option(False, help="fp16 mixed precision (CUDA only)")
+    bf16: bool = option(False, help="bf16 mixed precision (CUDA with bf16 support, or recent CPUs)")
+    gradcache_mini_batch_size: int | None = option(
+        None, help="embed each batch in mini-batches of this size with gradient caching (large batches, little memory)"
+    )
+    logging_steps: int = option(50, help="log the loss and its pairwise / in_batch components every N steps")
+    save_steps: int | None = option(None, help="write a resumable checkpoint every N steps into OUTPUT/checkpoints")
+    dataloader_workers: int = option(0, help="DataLoader worker processes")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "warmup": self.warmup >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "alpha": self.alpha >= 0,
+            "n_bins": self.n_bins >= 1,
+            "clusters_per_batch": self.clusters_per_batch >= 1,
+            "gradcache_mini_batch_size": self.gradcache_mini_batch_size is None or self.gradcache_mini_batch_size >= 1,
+            "logging_steps": self.logging_steps >= 1,
+            "save_steps": self.save_steps is None or self.save_steps >= 1,
+            "dataloader_workers": self.dataloader_workers >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(", ".join(f"{name}={getattr(self, name)!r} is out of range" for name in bad))
+        if self.batch_size % self.clusters_per_batch:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
+            )
+        if self.fp16 and self.bf16:
+            raise ValueError("choose one of fp16 and bf16")
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~st_tasb.sampler.TopicAwareBalancedBatchSampler` these settings imply."""
+        return {
+            "n_bins": self.n_bins,
+            "clusters_per_batch": self.clusters_per_batch,
+            "topic_aware": not self.random_batches,
+            "balanced": not self.uniform_pairs,
+        }
+
+
+@dataclass
+class TrainingRun:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        model: the trained student (also saved in ``model_dir``).
+        model_dir: the saved SentenceTransformer folder.
+        log_history: the Trainer's log entries (``loss``, ``pairwise``, ``in_batch``, ``learning_rate``, ``step``, ...).
+        global_step: optimizer steps taken.
+        card: the values of the model card's TAS-Balanced section.
+    """
+
+    model: SentenceTransformer
+    model_dir: Path
+    log_history: list[dict[str, float]]
+    global_step: int
+    card: TASBModelCard = field(default_factory=TASBModelCard)
+
+
+def build_inbatch_teacher(
+    kind: InBatchTeacherKind,
+    model: str | None,
+    *,
+    queries: TextStore | None = None,
+    corpus: TextStore | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    show_progress_bar: bool = True,
+) -> InBatchTeacher | None:
+    """Load the in-batch teacher named on the command line.
+
+    Args:
+        kind: ``"none"`` (pairwise Margin-MSE only), ``"bi-encoder"`` (a SentenceTransformer whose
+            embeddings of all queries and passages are computed once and cached: nearly free),
+            ``"colbert"`` (the paper's choice) or ``"cross-encoder"`` (exact but slow).
+        model: path or Hub id of the teacher model (not needed for ``"none"``).
+        queries: the training queries (bi-encoder: the cache is aligned with them).
+        corpus: the training passages (bi-encoder).
+        cache_dir: bi-encoder only: keep the cached embeddings in this folder (memory-mapped); a folder
+            written earlier for the same stores is reused.
+        device: where the teacher runs (default: CUDA when available).
+        show_progress_bar: show the caching progress.
+
+    Returns:
+        The teacher, or ``None`` for ``"none"``.
+
+    Raises:
+        ValueError: for an unknown kind, a missing model, a bi-encoder without the stores, or a cache
+            whose rows do not match the stores.
+        FileNotFoundError, st_tasb.models.ModelLoadError: if the model cannot be found.
+    """
+    if kind == "none":
+        return None
+    if kind not in ("bi-encoder", "colbert", "cross-encoder"):
+        raise ValueError(f"unknown in-batch teacher {kind!r}; choose none, bi-encoder, colbert or cross-encoder")
+    if not model:
+        raise ValueError(f"the {kind} in-batch teacher needs a model (--inbatch-teacher-model PATH)")
+    if kind == "colbert":
+        return ColBERTTeacher(model, device=device)
+    if kind == "cross-encoder":
+        return CrossEncoderTeacher(load_cross_encoder(model, device=device), device=device)
+    if queries is None or corpus is None:
+        raise ValueError("a bi-encoder in-batch teacher needs the queries and corpus to cache their embeddings")
+    teacher = BiEncoderTeacher(load_sentence_transformer(model, device=device), device=device)
+    if cache_dir is not None and (Path(cache_dir) / "corpus.npy").is_file():
+        cache = EmbeddingCache.load(cache_dir)
+        if len(cache.queries) != len(queries) or len(cache.corpus) != len(corpus):
+            raise ValueError(
+                f"the embedding cache {cache_dir} has {len(cache.queries)} queries and {len(cache.corpus)} passages, "
+                f"but the data has {len(queries)} and {len(corpus)}: delete it or choose another --inbatch-cache"
+            )
+        teacher.cache = cache
+        logger.info("reusing the in-batch teacher's embedding cache in %s", cache_dir)
+    else:
+        teacher.build_cache(queries, corpus, path=cache_dir, show_progress_bar=show_progress_bar)
+    return teacher
+
+
+def train(
+    student: SentenceTransformer,
+    table: TeacherScoreTable,
+    queries: TextStore,
+    corpus: TextStore,
+    output_dir: str | Path,
+    *,
+    clusters: QueryClusters | None = None,
+    inbatch_teacher: InBatchTeacher | None = None,
+    settings: TrainingSettings | None = None,
+    card: TASBModelCard | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+    local_files_only: bool | None = None,
+) -> TrainingRun:
+    """Train ``student`` with TAS-Balanced batches and the dual-teacher loss, and save it with its card.
+
+    Args:
+        student: the SentenceTransformer to train (dot-product scores; see :func:`st_tasb.student.make_student`).
+        table: the pairwise teacher's scored (query, positive, negative) pairs.
+        queries: the query texts (every query id of the table must be in it).
+        corpus: the passage texts (every passage id of the table must be in it).
+        output_dir: where the trained model is saved (a SentenceTransformer folder); checkpoints go to
+            its ``checkpoints`` subfolder.
+        clusters: the query clusters; needed unless ``settings.random_batches``.
+        inbatch_teacher: the in-batch teacher (see :func:`build_inbatch_teacher`); ``None`` trains with
+            the pairwise Margin-MSE term only (``alpha`` is then unused).
+        settings: the hyper-parameters (default: :class:`TrainingSettings`, the paper's).
+        card: values for the model card's TAS-Balanced section, e.g. ``teachers={"pairwise": ...}`` and
+            ``data={...}``; settings, the in-batch teacher and data counts are filled in.
+        callbacks: extra ``transformers`` trainer callbacks.
+        resume_from_checkpoint: a checkpoint folder, or ``True`` for the latest one in ``output_dir/checkpoints``.
+        local_files_only: keep the model card offline (no Hub look-ups); default: ``HF_HUB_OFFLINE``.
+
+    Returns:
+        A :class:`TrainingRun`.
+
+    Raises:
+        ValueError: if topic-aware batches are asked for without clusters, the table has fewer queries
+            than a batch, or a setting is invalid.
+        st_tasb.texts.UnknownIdError: if the table names queries or passages missing from the texts.
+    """
+    settings = settings or TrainingSettings()
+    output_dir = Path(output_dir)
+    if clusters is None and not settings.random_batches:
+        raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or use random_batches=True")
+    dataset = table.training_dataset(queries, corpus, None if settings.random_batches else clusters, with_indices=True)
+    loss = _loss(student, inbatch_teacher, settings)
+
+    if local_files_only is None:
+        local_files_only = bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+    student.model_card_data.local_files_only = local_files_only
+    student.model_card_data.add_tags(["tas-balanced", "dense-retrieval"])
+
+    trainer = SentenceTransformerTrainer(
+        model=student,
+        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR),
+        train_dataset=dataset,
+        loss=loss,
+        data_collator=TASBDataCollator.for_model(student),
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+
+    card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        student.save_pretrained(str(output_dir))
+        write_model_card(output_dir, card)
+    return TrainingRun(
+        model=student,
+        model_dir=output_dir,
+        log_history=list(trainer.state.log_history),
+        global_step=trainer.state.global_step,
+        card=card,
+    )
+
+
+def _loss(
+    student: SentenceTransformer, teacher: InBatchTeacher | None, settings: TrainingSettings
+) -> DualTeacherMarginMSELoss:
+    alpha = settings.alpha if teacher is not None else 0.0
+    if settings.gradcache_mini_batch_size is None:
+        return DualTeacherMarginMSELoss(student, teacher, alpha=alpha)
+    from st_tasb.cached_losses import CachedDualTeacherMarginMSELoss
+
+    return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
+
+
+def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> SentenceTransformerTrainingArguments:
+    warmup: dict[str, Any] = {"warmup_steps": settings.warmup if settings.warmup < 1 else int(settings.warmup)}
+    if settings.warmup < 1 and "warmup_ratio" in {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}:
+        warmup = {"warmup_ratio": settings.warmup}  # transformers 4 takes fractions as warmup_ratio
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps is not None else -1,
+        lr_scheduler_type=settings.lr_scheduler,
+        weight_decay=settings.weight_decay,
+        fp16=settings.fp16,
+        bf16=settings.bf16,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        batch_sampler=partial(TopicAwareBalancedBatchSampler, **settings.sampler_kwargs()),
+        dataloader_drop_last=True,
+        dataloader_num_workers=settings.dataloader_workers,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500,
+        report_to="none",
+        **warmup,
+    )
+
+
+def _card(
+    card: TASBModelCard | None,
+    settings: TrainingSettings,
+    table: TeacherScoreTable,
+    dataset: Any,
+    clusters: QueryClusters | None,
+    teacher: InBatchTeacher | None,
+    steps: int,
+) -> TASBModelCard:
+    """The card values: the caller's, plus the settings, the in-batch teacher and the data counts."""
+    card = dataclasses.replace(card) if card is not None else TASBModelCard()
+    recorded = dataclasses.asdict(settings)
+    recorded.pop("random_batches")
+    recorded.pop("uniform_pairs")
+    recorded["topic_aware"] = not settings.random_batches
+    recorded["balanced"] = not settings.uniform_pairs
+    if teacher is None:
+        recorded["alpha"] = None
+    if clusters is not None and not settings.random_batches:
+        recorded["k"] = clusters.settings.get("k")
+        recorded["n_clusters"] = clusters.n_clusters
+    recorded["steps"] = steps
+    card.settings = {**recorded, **card.settings}
+    card.teachers = {
+        "pairwise": "precomputed teacher margins of the training table",
+        "in-batch": _describe_teacher(teacher),
+        **card.teachers,
+    }
+    n_queries = len(dataset.data.column("query_index").unique())
+    card.data = {**card.data, "training pairs": len(table), "training queries": n_queries}
+    return card
+
+
+def _describe_teacher(teacher: InBatchTeacher | None) -> str:
+    if teacher is None:
+        return "none (pairwise Margin-MSE only)"
+    config = ", ".join(f"{key}={value}" for key, value in teacher.get_config_dict().items())
+    return f"{type(teacher).__name__}({config})"
