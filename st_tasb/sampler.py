@@ -50,6 +50,7 @@ from sentence_transformers.sampler import DefaultBatchSampler
 from st_tasb.training_data import metadata_columns
 
 DEFAULT_N_BINS = 10
+_CHUNK_ROWS = 1 << 22  # rows binned at a time
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,18 @@ class PairIndex:
         if (np.maximum.reduceat(cluster, query_start) != np.minimum.reduceat(cluster, query_start)).any():
             raise ValueError("a query's pairs carry different clusters")
 
-        # bin of every row, relative to its own query's margin range
-        query_of_row = np.cumsum(new_query, dtype=np.int64) - 1
+        # bin of every row, relative to its own query's margin range (in chunks: bounded float64 temporaries)
         low = margin[query_start].astype(np.float64)
         span = margin[query_end - 1].astype(np.float64) - low
         scale = np.divide(n_bins, span, out=np.zeros_like(span), where=span > 0)
-        bins = ((margin - low[query_of_row]) * scale[query_of_row]).astype(np.int64)
-        np.minimum(bins, n_bins - 1, out=bins)
-        del query_of_row
+        bins = np.empty(n_rows, dtype=np.int32)
+        queries_before = 0
+        for start in range(0, n_rows, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, n_rows)
+            query = np.cumsum(new_query[start:stop], dtype=np.int64) + (queries_before - 1)
+            chunk_bins = (margin[start:stop] - low[query]) * scale[query]
+            bins[start:stop] = np.minimum(chunk_bins, n_bins - 1)
+            queries_before = int(query[-1]) + 1
 
         new_bin = new_query  # reused in place: a bin run starts at a new query or a new bin
         new_bin[1:] |= bins[1:] != bins[:-1]

@@ -43,7 +43,8 @@ def as_id_array(ids: IdsLike) -> pa.Array:
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     elif not isinstance(ids, pa.Array):
-        ids = pa.array(np.asarray(ids).tolist())
+        values = np.asarray(ids)
+        ids = pa.array(values if values.dtype.kind in "iu" else values.tolist())
     if pa.types.is_integer(ids.type):
         return ids.cast(pa.int64())
     if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
@@ -73,11 +74,11 @@ class IdIndex:
     def __init__(self, ids: IdsLike, name: str = "ids") -> None:
         self.ids = as_id_array(ids)
         self.name = name
-        if pc.count_distinct(self.ids).as_py() != len(self.ids):
-            counts = pc.value_counts(self.ids)
-            repeated = [c["values"] for c in counts.to_pylist() if c["counts"] > 1][:5]
-            raise ValueError(f"{name}: ids must be unique; repeated ids include {repeated}")
         self._as_strings: pa.Array | None = None
+        self._integer = _IntegerLookup(self.ids.to_numpy()) if pa.types.is_integer(self.ids.type) else None
+        repeated = self._integer.repeated() if self._integer else _repeated_strings(self.ids)
+        if repeated:
+            raise ValueError(f"{name}: ids must be unique; repeated ids include {repeated}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,6 +86,8 @@ class IdIndex:
     def positions(self, requested: IdsLike) -> np.ndarray:
         """The position of every requested id, ``-1`` for ids not in the index (int64 array)."""
         requested = as_id_array(requested)
+        if self._integer is not None and pa.types.is_integer(requested.type):
+            return self._integer.positions(requested.to_numpy(zero_copy_only=False))
         value_set = self.ids
         if requested.type != value_set.type:  # one side holds strings: compare as strings
             requested = requested.cast(pa.string())
@@ -93,6 +96,56 @@ class IdIndex:
             value_set = self._as_strings
         found = pc.index_in(requested, value_set=value_set)
         return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class _IntegerLookup:
+    """Integer ids -> positions: a dense table when the ids are compact (MS MARCO), else binary search."""
+
+    DENSE_SPAN_FACTOR = 4  # a dense table may be this many times larger than the id count
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self.size = len(ids)
+        self.low = int(ids.min()) if len(ids) else 0
+        span = int(ids.max()) - self.low + 1 if len(ids) else 0
+        self.table: np.ndarray | None = None
+        if span <= self.DENSE_SPAN_FACTOR * max(len(ids), 1 << 16):
+            self.table = np.full(span, -1, dtype=np.int32 if len(ids) < 2**31 else np.int64)
+            self.table[ids - self.low] = np.arange(len(ids), dtype=self.table.dtype)
+        else:
+            self.order = np.argsort(ids, kind="stable")
+            self.sorted = ids[self.order]
+
+    def repeated(self) -> list[int]:
+        """Up to five ids that occur more than once."""
+        if self.table is not None:
+            if int(np.count_nonzero(self.table >= 0)) == self.size:
+                return []
+            counts = np.bincount(self.ids - self.low, minlength=len(self.table))  # error path only
+            return (np.flatnonzero(counts > 1)[:5] + self.low).tolist()
+        duplicate = self.sorted[1:] == self.sorted[:-1]
+        return np.unique(self.sorted[1:][duplicate])[:5].tolist()
+
+    def positions(self, requested: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            offset = requested - self.low
+            inside = (offset >= 0) & (offset < len(self.table))
+            if inside.all():
+                return self.table[offset].astype(np.int64)
+            found = np.full(len(requested), -1, dtype=np.int64)
+            found[inside] = self.table[offset[inside]]
+            return found
+        slot = np.minimum(np.searchsorted(self.sorted, requested), max(self.size - 1, 0))
+        hit = self.sorted[slot] == requested if self.size else np.zeros(len(requested), dtype=bool)
+        return np.where(hit, self.order[slot], -1)
+
+
+def _repeated_strings(ids: pa.Array) -> list[str]:
+    """Up to five string ids that occur more than once."""
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return []
+    counts = pc.value_counts(ids)
+    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))[:5].to_pylist()
 
 
 class TextStore:
