@@ -456,4 +456,4 @@ def test_training_dataset_delegates_to_build_training_dataset(toy: ToyTriples, m
     table = TeacherScoreTable.from_margins([1], [2], [3], [0.5])
 
     assert table.training_dataset(toy.queries, toy.corpus, "clusters", with_indices=True) == "built"
-    assert calls == [((table, toy.queries, toy.corpus, "clusters"), {"with_indices": True})]
+    assert calls == [((table, toy.queries, toy.corpus, "clusters"), {"with_indices": True, "cache_dir": None})]
