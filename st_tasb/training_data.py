@@ -98,9 +98,10 @@ def build_training_dataset(
         cluster_of_query = np.full(len(queries), -1, dtype=np.int32)
     else:
         cluster_of_query = clusters.cluster_of(queries.ids)
-        unclustered = np.flatnonzero(cluster_of_query[np.unique(query_pos)] < 0)
+        in_table = np.bincount(query_pos, minlength=len(queries)) > 0
+        unclustered = np.flatnonzero(in_table & (cluster_of_query < 0))
         if len(unclustered):
-            missing_ids = queries.ids.take(pa.array(np.unique(query_pos)[unclustered][:5])).to_pylist()
+            missing_ids = queries.ids.take(pa.array(unclustered[:5])).to_pylist()
             raise ValueError(
                 f"{len(unclustered)} query(ies) of the table have no cluster, e.g. {missing_ids}; "
                 "fit the clusters on the table's queries (QueryClusters.fit(..., only_ids=...))"
