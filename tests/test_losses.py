@@ -21,10 +21,20 @@ NEGATIVES = [f"unrelated text number {i}" for i in range(B)]
 def reference_components(q, p, n, margin, c, alpha):
     """The formulas of DESIGN 1.4 written out term by term (loops over i and j, no matrices)."""
     size = len(q)
-    s = lambda a, b: (a * b).sum()  # noqa: E731
+
+    def s(a, b):
+        return (a * b).sum()
+
     pair = sum(((s(q[i], p[i]) - s(q[i], n[i])) - margin[i]) ** 2 for i in range(size)) / size
-    pos = [((s(q[i], p[i]) - s(q[i], p[j])) - (c[i, i] - c[i, j])) ** 2 for i in range(size) for j in range(size) if j != i]
-    neg = [((s(q[i], p[i]) - s(q[i], n[j])) - (c[i, i] - c[i, size + j])) ** 2 for i in range(size) for j in range(size) if j != i]
+    pos = [
+        ((s(q[i], p[i]) - s(q[i], p[j])) - (c[i, i] - c[i, j])) ** 2 for i in range(size) for j in range(size) if j != i
+    ]
+    neg = [
+        ((s(q[i], p[i]) - s(q[i], n[j])) - (c[i, i] - c[i, size + j])) ** 2
+        for i in range(size)
+        for j in range(size)
+        if j != i
+    ]
     return pair, alpha * (sum(pos) / len(pos) + sum(neg) / len(neg)) / 2
 
 
@@ -45,7 +55,9 @@ def features_of(model: SentenceTransformer) -> list[dict[str, torch.Tensor]]:
 def full_table_teacher(seed: int = 1) -> PrecomputedTeacher:
     """A precomputed teacher scoring query rows 0..B-1 against passage rows 0..2B-1 (positives, then negatives)."""
     rng = np.random.default_rng(seed)
-    return PrecomputedTeacher(np.repeat(np.arange(B), 2 * B), np.tile(np.arange(2 * B), B), rng.normal(size=2 * B * B) * 3)
+    return PrecomputedTeacher(
+        np.repeat(np.arange(B), 2 * B), np.tile(np.arange(2 * B), B), rng.normal(size=2 * B * B) * 3
+    )
 
 
 def index_labels(margin: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -106,7 +118,11 @@ def test_cached_loss_matches_the_plain_loss(small_student: SentenceTransformer) 
     """Guards the GradCache variant: on the same batch (dropout off) its loss components and every student
     gradient equal the plain loss's, with mini-batches that do not divide the batch."""
     small_student.eval()
-    features, labels, teacher = features_of(small_student), index_labels(torch.linspace(-2.0, 3.0, B)), full_table_teacher()
+    features, labels, teacher = (
+        features_of(small_student),
+        index_labels(torch.linspace(-2.0, 3.0, B)),
+        full_table_teacher(),
+    )
     plain = DualTeacherMarginMSELoss(small_student, teacher, alpha=0.75)(features, labels)
     sum(plain.values()).backward()
     plain_grads = gradients(small_student)
@@ -124,7 +140,9 @@ def test_cached_loss_matches_the_plain_loss(small_student: SentenceTransformer) 
         torch.testing.assert_close(cached_grads[name], grad, rtol=1e-3, atol=1e-5)
 
 
-def test_teacher_stays_frozen_through_a_training_step(small_student: SentenceTransformer, small_student_path: str) -> None:
+def test_teacher_stays_frozen_through_a_training_step(
+    small_student: SentenceTransformer, small_student_path: str
+) -> None:
     """Guards against the optimizer training the teacher: after a step the student moved, the teacher's
     weights are bitwise unchanged, none requires grad, none is a student parameter, and it stays in eval mode."""
     teacher_model = SentenceTransformer(small_student_path, device="cpu")
@@ -140,7 +158,9 @@ def test_teacher_stays_frozen_through_a_training_step(small_student: SentenceTra
     optimizer.step()
     assert not teacher.training and not teacher_model.training
     assert not any(p.requires_grad or p.grad is not None for p in teacher.parameters())
-    assert {id(p) for p in teacher.parameters()}.isdisjoint(id(p) for group in optimizer.param_groups for p in group["params"])
+    assert {id(p) for p in teacher.parameters()}.isdisjoint(
+        id(p) for group in optimizer.param_groups for p in group["params"]
+    )
     assert all(torch.equal(p, before[name]) for name, p in teacher.named_parameters())
     assert any(not torch.equal(p, student_before[name]) for name, p in small_student.named_parameters())
 
@@ -174,7 +194,9 @@ def test_wrong_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="no 'texts'"):
         loss.compute_loss_from_embeddings([q, p, n], {"margin": torch.zeros(2)})
     with pytest.raises(ValueError, match=r"with_indices=True"):
-        DualTeacherMarginMSELoss(None, full_table_teacher()).compute_loss_from_embeddings([q, p, n], {"margin": torch.zeros(2)})
+        DualTeacherMarginMSELoss(None, full_table_teacher()).compute_loss_from_embeddings(
+            [q, p, n], {"margin": torch.zeros(2)}
+        )
     with pytest.raises(ValueError, match=r"returned scores of shape \(2, 3\).*expected \(2, 4\)"):
         DualTeacherMarginMSELoss(None, _FixedTeacher(torch.zeros(2, 3))).compute_loss_from_embeddings(
             [q, p, n], {"margin": torch.zeros(2), "texts": texts}

@@ -53,7 +53,9 @@ def colbert_model(tokenizer: BertTokenizer) -> ColBERTModel:
     return ColBERTModel(tiny_bert(len(tokenizer)), compression_dim=16, base_name="tiny-bert")
 
 
-def per_pair_colbert(model: ColBERTModel, tokenizer, query: str, passage: str, q_len: int, p_len: int, aug: int) -> float:
+def per_pair_colbert(
+    model: ColBERTModel, tokenizer, query: str, passage: str, q_len: int, p_len: int, aug: int
+) -> float:
     """One query and one passage, each encoded alone (no padding at all), scored by MaxSim."""
     q_ids = tokenizer(query, truncation=True, max_length=q_len)["input_ids"] + [tokenizer.mask_token_id] * aug
     d_ids = tokenizer(passage, truncation=True, max_length=p_len)["input_ids"]
@@ -106,7 +108,10 @@ def test_colbert_teacher_is_frozen(colbert_model: ColBERTModel, tokenizer) -> No
     teacher.train()
     assert not any(p.requires_grad for p in teacher.parameters())
     assert not any(module.training for module in teacher.modules())
-    labels = {"margin": torch.zeros(2), "texts": {"query": QUERIES[:2], "positive": PASSAGES[:2], "negative": PASSAGES[2:]}}
+    labels = {
+        "margin": torch.zeros(2),
+        "texts": {"query": QUERIES[:2], "positive": PASSAGES[:2], "negative": PASSAGES[2:]},
+    }
     scores = teacher(labels)
     assert scores.shape == (2, 4) and not scores.requires_grad
 
@@ -121,7 +126,9 @@ def test_colbert_save_and_load_round_trip(colbert_model: ColBERTModel, tokenizer
     from safetensors.torch import load_file
 
     keys = set(load_file(str(folder / "model.safetensors")))
-    assert {"compressor.weight", "compressor.bias"} <= keys and all(k.startswith(("bert_model.", "compressor.")) for k in keys)
+    assert {"compressor.weight", "compressor.bias"} <= keys and all(
+        k.startswith(("bert_model.", "compressor.")) for k in keys
+    )
     loaded = ColBERTTeacher.from_pretrained(folder, device="cpu")
     torch.testing.assert_close(loaded.score(QUERIES, PASSAGES), teacher.score(QUERIES, PASSAGES))
 
@@ -139,7 +146,9 @@ def test_colbert_loads_the_released_checkpoint_layout(colbert_model: ColBERTMode
     (release / "config.json").write_text(json.dumps(config))
     torch.save(colbert_model.state_dict(), release / "pytorch_model.bin")
     loaded = ColBERTTeacher(str(release), device="cpu")
-    expected = torch.tensor([[per_pair_colbert(colbert_model, tokenizer, q, p, 30, 200, 8) for p in PASSAGES] for q in QUERIES])
+    expected = torch.tensor(
+        [[per_pair_colbert(colbert_model, tokenizer, q, p, 30, 200, 8) for p in PASSAGES] for q in QUERIES]
+    )
     torch.testing.assert_close(loaded.score(QUERIES, PASSAGES), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -177,16 +186,22 @@ def test_colbert_teacher_loads_a_multi_vector_encoder(minilm_path: str, tmp_path
     transformer = Transformer(minilm_path)
     del transformer.auto_model.encoder.layer[1:]
     transformer.auto_model.config.num_hidden_layers = 1
-    projection = Dense(384, 16, bias=False, activation_function=torch.nn.Identity(), module_input_name="token_embeddings")
+    projection = Dense(
+        384, 16, bias=False, activation_function=torch.nn.Identity(), module_input_name="token_embeddings"
+    )
     model = MultiVectorEncoder(
-        modules=[transformer, projection, MultiVectorMask(), Normalize(module_input_name="token_embeddings")], device="cpu"
+        modules=[transformer, projection, MultiVectorMask(), Normalize(module_input_name="token_embeddings")],
+        device="cpu",
     )
     model.save(str(tmp_path / "mve"))
     teacher = ColBERTTeacher(str(tmp_path / "mve"), device="cpu")
     assert isinstance(teacher.encoder, MultiVectorEncoder)
     expected = torch.tensor(
         [
-            [float((model.encode_query([q])[0] @ model.encode_document([p])[0].T).max(dim=1).values.sum()) for p in PASSAGES]
+            [
+                float((model.encode_query([q])[0] @ model.encode_document([p])[0].T).max(dim=1).values.sum())
+                for p in PASSAGES
+            ]
             for q in QUERIES
         ]
     )
@@ -286,7 +301,9 @@ def test_precomputed_teacher_looks_up_every_pair(stores) -> None:
 def test_precomputed_teacher_names_missing_and_repeated_pairs(stores) -> None:
     """Guards against a silent zero for an unscored pair and against ambiguous repeated pairs."""
     queries, corpus = stores
-    teacher = PrecomputedTeacher.from_ids(["q0", "q0", "q1"], ["d0", "d1", "d0"], [1.0, 2.0, 3.0], queries=queries, corpus=corpus)
+    teacher = PrecomputedTeacher.from_ids(
+        ["q0", "q0", "q1"], ["d0", "d1", "d0"], [1.0, 2.0, 3.0], queries=queries, corpus=corpus
+    )
     with pytest.raises(MissingScoreError, match=r"1 \(query, passage\) pair.*\(query q1, passage d1\)"):
         teacher.score_indices(torch.tensor([0, 1]), torch.tensor([0, 1]))
     with pytest.raises(MissingScoreError, match="passage row 7"):

@@ -177,7 +177,9 @@ class BiEncoderTeacher(InBatchTeacher):
         self._device = resolve_device(device)
         if model is not None and not isinstance(model, SentenceTransformer):
             model = SentenceTransformer(str(model), device=str(self._device))
-        self.encoder = None if model is None else model.to(device=self._device, dtype=resolve_dtype(dtype, self._device))
+        self.encoder = (
+            None if model is None else model.to(device=self._device, dtype=resolve_dtype(dtype, self._device))
+        )
         similarity_fn_name = similarity_fn_name or (None if model is None else model.similarity_fn_name)
         if similarity_fn_name is None:
             raise ValueError("BiEncoderTeacher without a model needs similarity_fn_name ('dot', 'cosine', ...)")
@@ -236,7 +238,9 @@ class BiEncoderTeacher(InBatchTeacher):
         arrays = {}
         for name, store in (("queries", queries), ("corpus", corpus)):
             target = None if folder is None else folder / _FILES[name]
-            arrays[name] = self._encode_store(store, name == "queries", target, np.dtype(dtype), chunk_size, show_progress_bar)
+            arrays[name] = self._encode_store(
+                store, name == "queries", target, np.dtype(dtype), chunk_size, show_progress_bar
+            )
         cache = EmbeddingCache.load(folder) if folder is not None else EmbeddingCache(**arrays)
         self.cache = self._checked(cache)
         return self.cache
@@ -250,7 +254,9 @@ class BiEncoderTeacher(InBatchTeacher):
             embeddings = self._encode(store.texts(np.arange(start, stop)), is_query).float().cpu().numpy()
             if out is None:
                 shape = (len(store), embeddings.shape[1])
-                out = np.empty(shape, dtype) if target is None else np.lib.format.open_memmap(target, "w+", dtype, shape)
+                out = (
+                    np.empty(shape, dtype) if target is None else np.lib.format.open_memmap(target, "w+", dtype, shape)
+                )
             out[start:stop] = embeddings
         if out is None:
             raise ValueError(f"{store.name} is empty: nothing to cache")
@@ -262,7 +268,10 @@ class BiEncoderTeacher(InBatchTeacher):
         if self.encoder is None:
             raise ValueError("this BiEncoderTeacher has no model, so it can only score cached rows (score_indices)")
         encode = self.encoder.encode_query if is_query else self.encoder.encode_document
-        with torch.no_grad(), capped_length(self.encoder, self.query_max_length if is_query else self.passage_max_length):
+        with (
+            torch.no_grad(),
+            capped_length(self.encoder, self.query_max_length if is_query else self.passage_max_length),
+        ):
             return encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False)
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:

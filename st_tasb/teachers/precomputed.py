@@ -106,9 +106,7 @@ class PrecomputedTeacher(InBatchTeacher):
             >>> teacher.score_indices(torch.tensor([0, 1]), torch.tensor([0])).flatten().tolist()
             [4.0, 3.0]
         """
-        return cls(
-            queries.positions(query_ids), corpus.positions(passage_ids), scores, queries=queries, corpus=corpus
-        )
+        return cls(queries.positions(query_ids), corpus.positions(passage_ids), scores, queries=queries, corpus=corpus)
 
     def __len__(self) -> int:
         return len(self._keys)
