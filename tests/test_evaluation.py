@@ -109,7 +109,9 @@ def test_metrics_agree_with_pytrec_eval_on_a_random_run(threshold):
     run = {f"q{q}": {d: round(rng.random(), 1) for d in rng.sample(docs, 150)} for q in range(35)}
     ours = evaluate_run_details(run, qrels, relevance_threshold=threshold, missing_as_zero=False).per_query
     measures = {"ndcg_cut_10": "ndcg@10", "recall_100": "recall@100", "recall_1000": "recall@1000", "map": "map"}
-    reference = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100,1000", "map"}, threshold).evaluate(run)
+    reference = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100,1000", "map"}, threshold).evaluate(
+        run
+    )
     assert set(ours) == set(reference) == set(run)
     for qid, values in reference.items():
         for measure, name in measures.items():
@@ -123,8 +125,10 @@ def test_metrics_agree_with_pytrec_eval_on_a_random_run(threshold):
 def test_trec_run_round_trip_and_ranks(tmp_path):
     """Guards the run file format: exact scores back, ranks in trec_eval's order (ties by id descending)."""
     rng = random.Random(0)
-    run = {f"q{q}": {f"doc{d}": float(np.float32(round(rng.random(), 2))) for d in rng.sample(range(500), 60)}
-           for q in range(20)}
+    run = {
+        f"q{q}": {f"doc{d}": float(np.float32(round(rng.random(), 2))) for d in rng.sample(range(500), 60)}
+        for q in range(20)
+    }
     path = tmp_path / "sub" / "run.trec"
     write_trec_run(run, path, tag="mine")
     assert read_trec_run(path) == run
@@ -235,7 +239,7 @@ def test_approximate_indexes_agree_with_flat():
     encoder = _TextHashEncoder()
     corpus = TextStore.from_records([(f"p{i}", f"passage {i}") for i in range(2000)], name="corpus")
     queries = TextStore.from_records([(f"q{i}", f"query {i}") for i in range(100)], name="queries")
-    common = dict(top_k=50, show_progress_bar=False, corpus_chunk_size=300)
+    common = {"top_k": 50, "show_progress_bar": False, "corpus_chunk_size": 300}
     flat = search(encoder, corpus, queries, **common)
     passages = encoder.encode_document(corpus.texts(range(2000)))
     exact = encoder.encode_query(queries.texts(range(100))) @ passages.T
@@ -254,16 +258,22 @@ def test_approximate_indexes_agree_with_flat():
         assert hnsw_metrics[name] == pytest.approx(flat_metrics[name], abs=0.02)
 
     cosine = search(encoder, corpus, queries, similarity="cosine", **common)
-    norms = np.linalg.norm(encoder.encode_query(queries.texts(range(100))), axis=1)[:, None] * np.linalg.norm(passages, axis=1)
+    norms = np.linalg.norm(encoder.encode_query(queries.texts(range(100))), axis=1)[:, None] * np.linalg.norm(
+        passages, axis=1
+    )
     np.testing.assert_allclose(cosine.scores[:, 0], (exact / norms).max(axis=1), rtol=1e-5)
 
 
 def test_scores_are_dot_products_with_capped_queries(small_student):
     """Guards the scoring itself (dot product, every passage at full length) and the query length cap,
     which must apply to queries only and be undone afterwards."""
-    corpus = TextStore.from_records([("p1", "the mitochondria is the powerhouse of the cell"),
-                                     ("p2", "stock markets fell sharply on monday"),
-                                     ("p3", "cells divide by mitosis")])
+    corpus = TextStore.from_records(
+        [
+            ("p1", "the mitochondria is the powerhouse of the cell"),
+            ("p2", "stock markets fell sharply on monday"),
+            ("p3", "cells divide by mitosis"),
+        ]
+    )
     queries = TextStore.from_records([("q1", "what is the powerhouse of the cell in biology class"), ("q2", "markets")])
     before = small_student.max_seq_length
     hits = search(small_student, corpus, queries, top_k=3, query_max_length=4, show_progress_bar=False)
@@ -327,11 +337,16 @@ def test_evaluate_model_counts_unavailable_queries_as_zero():
     hits = search(encoder, corpus, queries, top_k=5, show_progress_bar=False)
     qrels = {f"q{i}": {f"p{hits.positions[i, i % 5]}": 1} for i in range(20)}  # q20..q29 are not judged
     metrics = evaluate_model(encoder, BeirData(corpus, queries, qrels), top_k=20, show_progress_bar=False)
-    assert metrics == {"ndcg@10": pytest.approx(np.mean([1 / math.log2(i % 5 + 2) for i in range(20)])),
-                       "mrr@10": pytest.approx(np.mean([1 / (i % 5 + 1) for i in range(20)])),
-                       "recall@100": 1.0, "recall@1000": 1.0, "map": pytest.approx(np.mean([1 / (i % 5 + 1) for i in range(20)]))}
-    widened = evaluate_model(encoder, BeirData(corpus, queries, {**qrels, "no-such-query": {"p0": 1}}),
-                             top_k=20, show_progress_bar=False)
+    assert metrics == {
+        "ndcg@10": pytest.approx(np.mean([1 / math.log2(i % 5 + 2) for i in range(20)])),
+        "mrr@10": pytest.approx(np.mean([1 / (i % 5 + 1) for i in range(20)])),
+        "recall@100": 1.0,
+        "recall@1000": 1.0,
+        "map": pytest.approx(np.mean([1 / (i % 5 + 1) for i in range(20)])),
+    }
+    widened = evaluate_model(
+        encoder, BeirData(corpus, queries, {**qrels, "no-such-query": {"p0": 1}}), top_k=20, show_progress_bar=False
+    )
     for name in METRICS:
         assert widened[name] == pytest.approx(metrics[name] * 20 / 21)
 

@@ -19,11 +19,11 @@ def scifact(scifact_dir) -> BeirData:
 
 @pytest.fixture(scope="module")
 def scifact_small(scifact) -> BeirData:
-    """40 SciFact queries and 250 passages (all their judged ones plus others)."""
+    """40 SciFact queries and 150 passages (all their judged ones plus others)."""
     qids = sorted(scifact.qrels, key=int)[:40]
     judged = {d for q in qids for d in scifact.qrels[q]}
     keep = set(scifact.corpus.positions(sorted(judged)).tolist())
-    extra = [p for p in range(len(scifact.corpus)) if p not in keep][: 250 - len(keep)]
+    extra = [p for p in range(len(scifact.corpus)) if p not in keep][: 150 - len(keep)]
     corpus = TextStore(scifact.corpus.dataset.select(sorted(keep | set(extra))), name="corpus")
     return BeirData(corpus=corpus, queries=scifact.queries, qrels={q: scifact.qrels[q] for q in qids})
 
@@ -47,8 +47,13 @@ def test_bm25_candidates_on_scifact(scifact):
     triples = list(zip(rows["query_id"], rows["positive_id"], rows["negative_id"]))
     assert len(triples) == len(set(triples)) > 0
     assert mined.queries_without_positives == []
-    expected_positives = {(q, d) for q, docs in scifact.qrels.items() for d, g in docs.items() if g >= 1
-                          if q not in mined.queries_without_negatives}
+    expected_positives = {
+        (q, d)
+        for q, docs in scifact.qrels.items()
+        for d, g in docs.items()
+        if g >= 1
+        if q not in mined.queries_without_negatives
+    }
     assert {(q, p) for q, p, _ in triples} == expected_positives
     negatives = defaultdict(set)
     for q, _, n in triples:
@@ -83,14 +88,15 @@ def test_dense_negatives_match_brute_force(scifact_small, small_student):
     """Guards dense mining: negatives are the model's highest dot-product passages, positives excluded,
     in rank order (checked against numpy, independent of faiss)."""
     data = scifact_small
-    mined = mine_candidates(data, sources=("dense",), model=small_student, top_k=15, max_negatives=6,
-                            show_progress_bar=False)
+    mined = mine_candidates(
+        data, sources=("dense",), model=small_student, top_k=15, max_negatives=6, show_progress_bar=False
+    )
     passages = small_student.encode_document(data.corpus.texts(np.arange(len(data.corpus))))
     corpus_ids = np.array(data.corpus.ids.to_pylist())
     mined_negatives = _negatives_by_query(mined)
     assert set(mined_negatives) == set(data.qrels)
-    for q, docs in data.qrels.items():
-        query = small_student.encode_query([data.queries[q]])[0]
+    query_embeddings = small_student.encode_query([data.queries[q] for q in data.qrels])
+    for (q, docs), query in zip(data.qrels.items(), query_embeddings):
         ranking = corpus_ids[np.argsort(-(passages @ query), kind="stable")][:15]
         expected = [d for d in ranking if docs.get(d, 0) < 1][:6]
         assert mined_negatives[q] == expected, q
@@ -100,7 +106,7 @@ def test_both_sources_are_merged_without_duplicates(scifact_small, small_student
     """Guards merging BM25 and dense negatives: without a cap the union of both, each once; with a cap
     no more than the cap, all from the union."""
     data = scifact_small
-    common = dict(model=small_student, top_k=10, show_progress_bar=False)
+    common = {"model": small_student, "top_k": 10, "show_progress_bar": False}
     bm25 = _negatives_by_query(mine_candidates(data, sources=("bm25",), **common))
     dense = _negatives_by_query(mine_candidates(data, sources=("dense",), **common))
     both = _negatives_by_query(mine_candidates(data, sources=("bm25", "dense"), **common))
@@ -115,10 +121,23 @@ def test_both_sources_are_merged_without_duplicates(scifact_small, small_student
 def test_queries_without_positives_or_negatives_are_reported():
     """Guards against silently dropped queries: those with only sub-threshold judgements and those left
     with no negative (no term in common with any passage) are reported and produce no pairs."""
-    corpus = TextStore.from_records([("d1", "cats purr when content"), ("d2", "dogs bark at cats"),
-                                     ("d3", "cats and dogs"), ("d4", "markets fell"), ("d5", "zebra stripes")])
-    queries = TextStore.from_records([("q1", "why do cats purr"), ("q2", "graded query about cats"),
-                                      ("q3", "xylophone quartet"), ("q4", "dogs barking")])
+    corpus = TextStore.from_records(
+        [
+            ("d1", "cats purr when content"),
+            ("d2", "dogs bark at cats"),
+            ("d3", "cats and dogs"),
+            ("d4", "markets fell"),
+            ("d5", "zebra stripes"),
+        ]
+    )
+    queries = TextStore.from_records(
+        [
+            ("q1", "why do cats purr"),
+            ("q2", "graded query about cats"),
+            ("q3", "xylophone quartet"),
+            ("q4", "dogs barking"),
+        ]
+    )
     qrels = {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}, "q3": {"d5": 2}, "q4": {"d2": 2}}
     mined = mine_candidates(BeirData(corpus, queries, qrels), top_k=5, positive_threshold=2, show_progress_bar=False)
     assert mined.queries_without_positives == ["q2"]
