@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import huggingface_hub.constants
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from st_tasb.cli.arguments import option
 from st_tasb.clusters import QueryClusters
@@ -86,6 +86,7 @@ class TrainingSettings:
     logging_steps: int = option(50, help="log the loss and its pairwise / in_batch components every N steps")
     save_steps: int | None = option(None, help="write a resumable checkpoint every N steps into OUTPUT/checkpoints")
     dataloader_workers: int = option(0, help="DataLoader worker processes")
+    cpu: bool = option(False, help="train on the CPU even when CUDA is available")
 
     def __post_init__(self) -> None:
         checks = {
@@ -187,18 +188,38 @@ def build_inbatch_teacher(
     if queries is None or corpus is None:
         raise ValueError("a bi-encoder in-batch teacher needs the queries and corpus to cache their embeddings")
     teacher = BiEncoderTeacher(load_sentence_transformer(model, device=device), device=device)
-    if cache_dir is not None and (Path(cache_dir) / "corpus.npy").is_file():
-        cache = EmbeddingCache.load(cache_dir)
-        if len(cache.queries) != len(queries) or len(cache.corpus) != len(corpus):
-            raise ValueError(
-                f"the embedding cache {cache_dir} has {len(cache.queries)} queries and {len(cache.corpus)} passages, "
-                f"but the data has {len(queries)} and {len(corpus)}: delete it or choose another --inbatch-cache"
-            )
-        teacher.cache = cache
-        logger.info("reusing the in-batch teacher's embedding cache in %s", cache_dir)
-    else:
-        teacher.build_cache(queries, corpus, path=cache_dir, show_progress_bar=show_progress_bar)
+    cached_embeddings(teacher, queries, corpus, cache_dir, show_progress_bar=show_progress_bar)
     return teacher
+
+
+def cached_embeddings(
+    teacher: BiEncoderTeacher,
+    queries: TextStore,
+    corpus: TextStore,
+    cache_dir: str | Path | None,
+    *,
+    show_progress_bar: bool = True,
+) -> EmbeddingCache:
+    """Give ``teacher`` the embeddings of all queries and passages: read from ``cache_dir`` if written there
+    before, else encoded (and written there). Delete the folder when the model or the texts change.
+
+    Returns:
+        The cache, also set as ``teacher.cache``.
+
+    Raises:
+        ValueError: if the cache in ``cache_dir`` has other row counts than ``queries`` and ``corpus``.
+    """
+    if cache_dir is None or not (Path(cache_dir) / "corpus.npy").is_file():
+        return teacher.build_cache(queries, corpus, path=cache_dir, show_progress_bar=show_progress_bar)
+    cache = EmbeddingCache.load(cache_dir)
+    if len(cache.queries) != len(queries) or len(cache.corpus) != len(corpus):
+        raise ValueError(
+            f"the embedding cache {cache_dir} has {len(cache.queries)} queries and {len(cache.corpus)} passages, "
+            f"but the data has {len(queries)} and {len(corpus)}: delete it or choose another cache folder"
+        )
+    teacher.cache = cache
+    logger.info("reusing the teacher embeddings cached in %s", cache_dir)
+    return cache
 
 
 def train(
@@ -292,7 +313,7 @@ def _loss(
 
 def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> SentenceTransformerTrainingArguments:
     warmup: dict[str, Any] = {"warmup_steps": settings.warmup if settings.warmup < 1 else int(settings.warmup)}
-    if settings.warmup < 1 and "warmup_ratio" in {f.name for f in dataclasses.fields(SentenceTransformerTrainingArguments)}:
+    if settings.warmup < 1 and "warmup_ratio" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         warmup = {"warmup_ratio": settings.warmup}  # transformers 4 takes fractions as warmup_ratio
     return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -313,6 +334,7 @@ def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> Sen
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
         report_to="none",
+        use_cpu=settings.cpu,
         **warmup,
     )
 
@@ -329,8 +351,8 @@ def _card(
     """The card values: the caller's, plus the settings, the in-batch teacher and the data counts."""
     card = dataclasses.replace(card) if card is not None else TASBModelCard()
     recorded = dataclasses.asdict(settings)
-    recorded.pop("random_batches")
-    recorded.pop("uniform_pairs")
+    for name in ("random_batches", "uniform_pairs", "cpu", "dataloader_workers", "logging_steps", "save_steps"):
+        recorded.pop(name)
     recorded["topic_aware"] = not settings.random_batches
     recorded["balanced"] = not settings.uniform_pairs
     if teacher is None:

@@ -1,18 +1,12 @@
 """The ``st-tasb`` command line: one subcommand per step of the TAS-Balanced pipeline.
 
-========  ==========================================================================================
-mine      candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 / a dense model
-score     a teacher score table: a cross-encoder, bi-encoder or an ensemble scores the candidates (resumable)
-cluster   topic clusters of the training queries (encode + spherical k-means)
-train     TAS-Balanced training of a student with the dual-teacher Margin-MSE loss
-evaluate  dense retrieval + trec_eval metrics over a BEIR folder, or metrics of an existing TREC run
-push      upload a trained model folder to the Hugging Face Hub (or --dry-run)
-demo      the whole pipeline, offline, on a BEIR folder (scifact-train in a few minutes on a CPU)
-========  ==========================================================================================
+Run ``st-tasb COMMAND --help`` for the options of a command. Every option can also come from a YAML
+or JSON file (``--config``); flags given on the command line override it. Bad input (a missing file, a
+malformed line, an unknown id, a model that cannot be found) is reported in one line on stderr with
+exit status 2; ``st-tasb --traceback COMMAND ...`` shows the full traceback instead.
 
-Every option can also come from a YAML or JSON file (``--config``); flags override it. Bad input (a
-missing file, a malformed line, an unknown id, a model that cannot be found) is reported in one line
-on stderr with exit status 2; ``st-tasb --traceback ...`` shows the full traceback instead.
+Each subcommand lives in its own driver module (``st_tasb.cli.<command>``), imported only when that
+command runs, so ``--help`` stays fast.
 
 Example:
     >>> main(["evaluate", "--run", "missing.trec", "--qrels", "missing.tsv"])
@@ -30,34 +24,48 @@ from collections.abc import Sequence
 from st_tasb import __version__
 from st_tasb.cli.arguments import Command, add_arguments, parse_arguments
 
-COMMAND_MODULES = ("mine", "score", "cluster", "train", "evaluate", "push", "demo")
-"""The driver modules under ``st_tasb.cli``, one per subcommand, in pipeline order."""
+COMMANDS = {
+    "mine": "candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
+    "score": "a teacher score table: a cross-encoder, bi-encoder or an ensemble scores the candidates (resumable)",
+    "cluster": "topic clusters of the training queries (encode with a dense model, spherical k-means with faiss)",
+    "train": "TAS-Balanced training: topic-aware balanced batches, dual-teacher Margin-MSE, SentenceTransformerTrainer",
+    "evaluate": "dense retrieval + trec_eval metrics over a BEIR folder, or the metrics of an existing TREC run",
+    "push": "upload a trained model folder to the Hugging Face Hub (or --dry-run DIR: exactly what would go up)",
+    "demo": "the whole pipeline offline on a BEIR folder: mine, score, cluster, train, evaluate, plots",
+}
+"""Subcommand -> one-line summary, in pipeline order; the driver is the module ``st_tasb.cli.<name>``."""
 
 
-def commands() -> list[Command]:
-    """The subcommands, imported on demand (each driver imports its heavy libraries only when run)."""
-    return [importlib.import_module(f"st_tasb.cli.{name}").COMMAND for name in COMMAND_MODULES]
+def load_command(name: str) -> Command:
+    """The :class:`~st_tasb.cli.arguments.Command` of subcommand ``name`` (imports its driver module).
+
+    Raises:
+        KeyError: for an unknown subcommand.
+    """
+    if name not in COMMANDS:
+        raise KeyError(f"unknown st-tasb command {name!r}; commands: {', '.join(COMMANDS)}")
+    return importlib.import_module(f"st_tasb.cli.{name}").COMMAND
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``st-tasb`` argument parser with one sub-parser per command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``st-tasb`` parser; the options of ``command`` (if given) are added to its sub-parser."""
     parser = argparse.ArgumentParser(
         prog="st-tasb",
-        description="TAS-Balanced dense retriever training for sentence-transformers "
-        "(Hofstätter et al., SIGIR 2021). Run 'st-tasb COMMAND --help' for the options of a command.",
+        description="TAS-Balanced dense retriever training for sentence-transformers (Hofstätter et al., SIGIR 2021). "
+        "Run 'st-tasb COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"st-tasb {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors instead of one line")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
-    for command in commands():
+    for name, summary in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=summary)
+            continue
+        loaded = load_command(name)
         subparser = subparsers.add_parser(
-            command.name,
-            help=command.summary,
-            description=command.description,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            name, help=summary, description=loaded.description, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        add_arguments(subparser, command.arguments)
-        subparser.set_defaults(_command=command)
+        add_arguments(subparser, loaded.arguments)
     return parser
 
 
@@ -67,10 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors caused by the input (missing or malformed files, unknown ids, invalid options, a model or
     Hub repository that cannot be reached) print ``st-tasb COMMAND: error: ...`` on stderr and return 2.
     """
-    namespace = build_parser().parse_args(argv)
-    command: Command = namespace._command
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = next((token for token in argv if token in COMMANDS), None)
+    namespace = build_parser(name).parse_args(argv)
     show_traceback = namespace.traceback
-    del namespace._command, namespace.command, namespace.traceback
+    del namespace.command, namespace.traceback
+    command = load_command(name)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("st_tasb").setLevel(logging.INFO)
     from st_tasb.texts import UnknownIdError
@@ -81,9 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, UnknownIdError) as error:
         if show_traceback:
             raise
-        message = str(error) or type(error).__name__
-        print(f"st-tasb {command.name}: error: {message}", file=sys.stderr)
+        print(f"st-tasb {name}: error: {error}", file=sys.stderr)
         return 2
 
 
-__all__ = ["build_parser", "commands", "main"]
+__all__ = ["COMMANDS", "build_parser", "load_command", "main"]

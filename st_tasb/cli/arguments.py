@@ -45,18 +45,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand: its name, its help texts, the dataclass of its options and the function that runs it.
+    """A subcommand: its help text, the dataclass of its options and the function that runs it.
 
     Attributes:
         name: the subcommand (``st-tasb NAME``).
-        summary: one line for ``st-tasb --help``.
         description: the text at the top of ``st-tasb NAME --help``.
         arguments: the options dataclass (fields made with :func:`option`).
         run: runs the command on an instance of ``arguments``; returns the exit status (``None`` is 0).
     """
 
     name: str
-    summary: str
     description: str
     arguments: type
     run: Callable[[Any], int | None]
@@ -67,7 +65,8 @@ def option(default: Any = MISSING, *, help: str, metavar: str | None = None) -> 
 
     Args:
         default: the default value (lists: pass a tuple, it becomes the default list).
-        help: one sentence for ``--help``: what the option means and, where useful, which values it takes.
+        help: one sentence for ``--help``: what the option means and, where useful, which values it takes;
+            ``(default: ...)`` is appended unless the text mentions its default itself.
         metavar: the value's name in ``--help`` (default: the option's name in capitals).
     """
     metadata = {"help": help, "metavar": metavar}
@@ -145,7 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser, arguments: type) -> None:
         "line override it",
     )
     for field, kind in _fields(arguments):
-        help_text = f"{field.metadata['help']} ({_describe_default(_default_of(field), kind)})"
+        help_text = field.metadata["help"]
+        if "default" not in help_text:  # a help text may explain its default itself
+            help_text += f" ({_describe_default(_default_of(field), kind)})"
         common: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind.base is bool and not kind.is_list:
             parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **common)

@@ -27,7 +27,7 @@ class EvaluateArguments:
     index: Literal["flat", "hnsw", "ivf"] = option(
         "flat", help="faiss index: flat (exact inner product), hnsw or ivf (approximate, for large corpora)"
     )
-    nlist: int | None = option(None, help="ivf: number of lists (default 4 * sqrt(corpus size))")
+    nlist: int | None = option(None, help="ivf: number of lists (default: 4 * sqrt(corpus size))")
     nprobe: int = option(32, help="ivf: lists visited per query")
     ef_search: int = option(256, help="hnsw: search depth")
     similarity: Literal["dot", "cosine"] = option("dot", help="score: inner product (TAS-B) or cosine of the embeddings")
@@ -106,7 +106,6 @@ def _report(metrics: dict[str, float], what: str, as_json: bool) -> None:
 
 COMMAND = Command(
     name="evaluate",
-    summary="dense retrieval + trec_eval metrics over a BEIR folder, or metrics of an existing TREC run",
     description=(
         "Retrieve with a SentenceTransformer over a BEIR folder (faiss; exact inner product by default) and\n"
         "print nDCG@10 (graded gains), MRR@10, recall@100, recall@1000 and MAP as trec_eval computes them;\n"

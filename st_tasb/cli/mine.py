@@ -70,7 +70,6 @@ def run(args: MineArguments) -> int:
 
 COMMAND = Command(
     name="mine",
-    summary="candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
     description=(
         "Mine training candidates for every judged query of a BEIR split: positives are its judged documents,\n"
         "negatives the top hits of BM25 (bm25s) and/or a dense SentenceTransformer that are not judged relevant.\n"

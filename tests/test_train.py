@@ -1,0 +1,183 @@
+"""train(): the SentenceTransformerTrainer run wired with the TAS-Balanced sampler, loss, collator and card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback
+
+from st_tasb.beir import load_beir
+from st_tasb.clusters import QueryClusters
+from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.table import TeacherScoreTable
+from st_tasb.teachers import BiEncoderTeacher
+from st_tasb.texts import TextStore
+from st_tasb.train import TrainingSettings, build_inbatch_teacher, train
+
+
+@dataclass
+class Parts:
+    queries: TextStore
+    corpus: TextStore
+    table: TeacherScoreTable
+    clusters: QueryClusters
+    teacher: BiEncoderTeacher
+
+
+@pytest.fixture(scope="module")
+def parts(scifact_dir: Path, small_student_path: str) -> Parts:
+    """48 scifact-train queries, their judged passages plus 100 others, 6 random negatives per positive scored by
+    a cached bi-encoder teacher (the 2-layer MiniLM), and 3 query clusters of its embeddings."""
+    data = load_beir(scifact_dir, "train")
+    query_ids = sorted(data.qrels)[:48]
+    judged = sorted({d for q in query_ids for d in data.qrels[q]})
+    others = [d for d in data.corpus.ids.to_pylist()[:200] if d not in set(judged)][:100]
+    queries = TextStore.from_records([(q, data.queries[q]) for q in query_ids], name="queries")
+    corpus = TextStore.from_records([(d, data.corpus[d]) for d in judged + others], name="corpus")
+    teacher = BiEncoderTeacher(SentenceTransformer(small_student_path, device="cpu"), passage_max_length=32, device="cpu")
+    cache = teacher.build_cache(queries, corpus, show_progress_bar=False)
+    rng = np.random.default_rng(0)
+    rows = [(q, p, n) for q in query_ids for p in data.qrels[q] for n in rng.choice(others, 6, replace=False)]
+    q_pos, p_pos, n_pos = (np.asarray(store.positions([r[i] for r in rows])) for i, store in enumerate((queries, corpus, corpus)))
+    score = lambda a, b: np.einsum("ij,ij->i", cache.queries[a], cache.corpus[b])  # noqa: E731
+    table = TeacherScoreTable.from_scores(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], score(q_pos, p_pos), score(q_pos, n_pos)
+    )
+    clusters = QueryClusters.fit_embeddings(np.asarray(cache.queries), query_ids, k=3)
+    return Parts(queries, corpus, table, clusters, teacher)
+
+
+class RecordSampler(TrainerCallback):
+    """Keeps the training dataloader's batch sampler and the batch sizes it yields."""
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):  # noqa: ANN001, ANN003
+        self.sampler = train_dataloader.batch_sampler
+        self.batch_sizes = {len(batch) for batch in self.sampler}
+
+
+def settings(**overrides) -> TrainingSettings:  # noqa: ANN003
+    return TrainingSettings(**{"batch_size": 8, "max_steps": 3, "learning_rate": 1e-4, "logging_steps": 1, "cpu": True,
+                               **overrides})
+
+
+def test_train_runs_tas_balanced_and_saves_a_model_with_its_card(parts: Parts, small_student: SentenceTransformer,
+                                                                 tmp_path: Path) -> None:
+    """Guards the wiring: the Trainer uses TopicAwareBalancedBatchSampler with the settings' bins and clusters per
+    batch, both loss components are logged at every step, the student learns while the frozen teacher does not,
+    and the output folder is a loadable SentenceTransformer whose card records the settings."""
+    recorder = RecordSampler()
+    teacher_before = [p.detach().clone() for p in parts.teacher.parameters()]
+    student_before = [p.detach().clone() for p in small_student.parameters()]
+    result = train(
+        small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model", clusters=parts.clusters,
+        inbatch_teacher=parts.teacher, settings=settings(n_bins=4, clusters_per_batch=2), callbacks=[recorder],
+        local_files_only=True,
+    )
+    sampler = recorder.sampler
+    assert isinstance(sampler, TopicAwareBalancedBatchSampler)
+    assert (sampler.n_bins, sampler.clusters_per_batch, sampler.topic_aware, sampler.balanced) == (4, 2, True, True)
+    assert recorder.batch_sizes == {8}
+    assert result.global_step == 3
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    assert len(logged) == 3 and all({"pairwise", "in_batch"} <= set(entry) for entry in logged)
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, parts.teacher.parameters()))
+    assert any(not torch.equal(a, b.cpu()) for a, b in zip(student_before, small_student.parameters()))
+
+    loaded = SentenceTransformer(str(result.model_dir), device="cpu")
+    assert np.allclose(loaded.encode(["a claim"]), small_student.encode(["a claim"]), atol=1e-5)
+    card = json.loads((result.model_dir / "tas_balanced.json").read_text())
+    assert card["settings"]["n_bins"] == 4 and card["settings"]["alpha"] == 0.75 and card["settings"]["k"] == 3
+    assert card["data"]["training pairs"] == len(parts.table) and card["data"]["training queries"] == 48
+    assert card["teachers"]["in-batch"].startswith("BiEncoderTeacher(")
+    readme = (result.model_dir / "README.md").read_text()
+    assert "## TAS-Balanced training" in readme and "tas-balanced" in readme.split("---")[1]
+
+
+def test_ablation_switches_reach_the_sampler(parts: Parts, small_student: SentenceTransformer, tmp_path: Path) -> None:
+    """Guards the ablations: random batches need no clusters, uniform pairs switch balancing off, and without an
+    in-batch teacher only the pairwise term is trained and alpha is recorded as unused."""
+    recorder = RecordSampler()
+    result = train(
+        small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model",
+        settings=settings(random_batches=True, uniform_pairs=True, max_steps=2), callbacks=[recorder],
+        local_files_only=True,
+    )
+    assert (recorder.sampler.topic_aware, recorder.sampler.balanced) == (False, False)
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    assert logged and all("pairwise" in entry and "in_batch" not in entry for entry in logged)
+    card = json.loads((result.model_dir / "tas_balanced.json").read_text())
+    assert card["settings"]["alpha"] is None and card["settings"]["topic_aware"] is False
+    assert card["teachers"]["in-batch"].startswith("none")
+
+
+def test_gradcache_gives_the_same_first_step_loss(parts: Parts, small_student_path: str, tmp_path: Path) -> None:
+    """Guards the GradCache option: the cached loss is used and, on the same first batch of the same model (dropout
+    off), its pairwise and in-batch components equal those of the plain loss."""
+    firsts = []
+    for mini_batch in (None, 4):
+        student = SentenceTransformer(small_student_path, device="cpu")
+        student.max_seq_length = 32
+        for module in student.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        result = train(
+            student, parts.table, parts.queries, parts.corpus, tmp_path / f"model-{mini_batch}", clusters=parts.clusters,
+            inbatch_teacher=parts.teacher, settings=settings(max_steps=1, gradcache_mini_batch_size=mini_batch),
+            local_files_only=True,
+        )
+        firsts.append(next(entry for entry in result.log_history if "loss" in entry))
+        card = (result.model_dir / "README.md").read_text()  # sentence-transformers names the loss class
+        assert ("CachedDualTeacherMarginMSELoss" in card) == (mini_batch is not None)
+    assert firsts[0]["pairwise"] == pytest.approx(firsts[1]["pairwise"], rel=1e-3)
+    assert firsts[0]["in_batch"] == pytest.approx(firsts[1]["in_batch"], rel=1e-3)
+
+
+def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_student: SentenceTransformer,
+                                                          tmp_path: Path) -> None:
+    """Guards a silent fallback: topic-aware batches without clusters must fail, not train on random batches."""
+    with pytest.raises(ValueError, match="clusters"):
+        train(small_student, parts.table, parts.queries, parts.corpus, tmp_path / "m", settings=settings())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 30, "clusters_per_batch": 4}, "multiple of clusters_per_batch"),
+        ({"alpha": -1.0}, "alpha=-1.0 is out of range"),
+        ({"n_bins": 0}, "n_bins=0"),
+        ({"fp16": True, "bf16": True}, "one of fp16 and bf16"),
+        ({"max_steps": 0}, "max_steps=0"),
+    ],
+)
+def test_invalid_settings_are_named(overrides: dict, message: str) -> None:
+    """Guards settings validation: a bad value fails at once, naming the setting, not deep inside the Trainer."""
+    with pytest.raises(ValueError, match=message):
+        TrainingSettings(**overrides)
+
+
+def test_build_inbatch_teacher_choices_and_cache_reuse(parts: Parts, small_student_path: str, tmp_path: Path) -> None:
+    """Guards the in-batch teacher choice: none gives no teacher, a teacher needs a model, and a bi-encoder cache
+    folder is reused for the same stores but rejected for other ones."""
+    assert build_inbatch_teacher("none", None) is None
+    with pytest.raises(ValueError, match="needs a model"):
+        build_inbatch_teacher("colbert", None)
+    with pytest.raises(ValueError, match="unknown in-batch teacher"):
+        build_inbatch_teacher("kl-divergence", "x")  # type: ignore[arg-type]
+    cache_dir = tmp_path / "cache"
+    first = build_inbatch_teacher("bi-encoder", small_student_path, queries=parts.queries, corpus=parts.corpus,
+                                  cache_dir=cache_dir, device="cpu", show_progress_bar=False)
+    stamp = (cache_dir / "corpus.npy").stat().st_mtime_ns
+    again = build_inbatch_teacher("bi-encoder", small_student_path, queries=parts.queries, corpus=parts.corpus,
+                                  cache_dir=cache_dir, device="cpu", show_progress_bar=False)
+    assert (cache_dir / "corpus.npy").stat().st_mtime_ns == stamp
+    assert np.array_equal(np.asarray(first.cache.corpus), np.asarray(again.cache.corpus))
+    fewer = TextStore(parts.corpus.dataset.select(range(10)), name="corpus")
+    with pytest.raises(ValueError, match="10"):
+        build_inbatch_teacher("bi-encoder", small_student_path, queries=parts.queries, corpus=fewer,
+                              cache_dir=cache_dir, device="cpu")
