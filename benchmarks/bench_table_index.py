@@ -23,8 +23,8 @@ import gc
 import io
 import pstats
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import synthetic
@@ -84,19 +84,16 @@ def build_inputs(args, report: Report):
 def build(arrays, queries, corpus, clusters, args, report: Report):
     """Steps 1-3, each measured; returns the sampler and the list of the three phases."""
     steps = []
-    with measure("1. TeacherScoreTable.from_scores") as phase:
-        with profiled(args.profile, phase.name):
-            table = TeacherScoreTable.from_scores(
-                arrays.query_ids, arrays.positive_ids, arrays.negative_ids, arrays.pos_scores, arrays.neg_scores
-            )
+    with measure("1. TeacherScoreTable.from_scores") as phase, profiled(args.profile, phase.name):
+        table = TeacherScoreTable.from_scores(
+            arrays.query_ids, arrays.positive_ids, arrays.negative_ids, arrays.pos_scores, arrays.neg_scores
+        )
     steps.append(phase)
-    with measure("2. build_training_dataset") as phase:
-        with profiled(args.profile, phase.name):
-            dataset = build_training_dataset(table, queries, corpus, clusters)
+    with measure("2. build_training_dataset") as phase, profiled(args.profile, phase.name):
+        dataset = build_training_dataset(table, queries, corpus, clusters)
     steps.append(phase)
-    with measure("3. TopicAwareBalancedBatchSampler(...)") as phase:
-        with profiled(args.profile, phase.name):
-            sampler = TopicAwareBalancedBatchSampler(dataset, batch_size=args.batch_size, drop_last=True, seed=args.seed)
+    with measure("3. TopicAwareBalancedBatchSampler(...)") as phase, profiled(args.profile, phase.name):
+        sampler = TopicAwareBalancedBatchSampler(dataset, batch_size=args.batch_size, drop_last=True, seed=args.seed)
     steps.append(phase)
     report.phases.extend(steps)
     return table, dataset, sampler, steps
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays, queries, corpus, clusters = build_inputs(args, report)
     gc.collect()
     before_build = rss_bytes()
-    table, dataset, sampler, steps = build(arrays, queries, corpus, clusters, args, report)
+    _, dataset, sampler, steps = build(arrays, queries, corpus, clusters, args, report)
     after_build = rss_bytes()
 
     total = sum(s.seconds for s in steps)

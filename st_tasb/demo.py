@@ -47,7 +47,12 @@ from st_tasb.metrics import evaluate_run
 from st_tasb.mining import mine_candidates
 from st_tasb.model_card import TASBModelCard, write_model_card
 from st_tasb.models import default_device
-from st_tasb.plots import plot_cluster_sizes, plot_loss_curves, plot_margins, plot_metrics
+from st_tasb.plots import (
+    plot_cluster_sizes,
+    plot_loss_curves,
+    plot_margins,
+    plot_metrics,
+)
 from st_tasb.runs import Run, write_trec_run
 from st_tasb.scoring import score_candidates
 from st_tasb.student import make_student

@@ -36,7 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import huggingface_hub.constants
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+import torch
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
 from transformers import TrainerCallback, TrainingArguments
 
 from st_tasb.cli.arguments import option
@@ -47,7 +52,13 @@ from st_tasb.model_card import TASBModelCard, write_model_card
 from st_tasb.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.table import TeacherScoreTable
-from st_tasb.teachers import BiEncoderTeacher, ColBERTTeacher, CrossEncoderTeacher, EmbeddingCache, InBatchTeacher
+from st_tasb.teachers import (
+    BiEncoderTeacher,
+    ColBERTTeacher,
+    CrossEncoderTeacher,
+    EmbeddingCache,
+    InBatchTeacher,
+)
 from st_tasb.texts import TextStore
 
 logger = logging.getLogger(__name__)
@@ -291,6 +302,9 @@ def train(
         output_dir.mkdir(parents=True, exist_ok=True)
         student.save_pretrained(str(output_dir))
         write_model_card(output_dir, card)
+        checkpoint_dir = output_dir / CHECKPOINTS_DIR
+        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+            checkpoint_dir.rmdir()  # the Trainer creates it even when it writes no checkpoint
     return TrainingRun(
         model=student,
         model_dir=output_dir,
@@ -330,6 +344,7 @@ def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> Sen
         batch_sampler=partial(TopicAwareBalancedBatchSampler, **settings.sampler_kwargs()),
         dataloader_drop_last=True,
         dataloader_num_workers=settings.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available() and not settings.cpu,
         logging_steps=settings.logging_steps,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,

@@ -27,7 +27,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 def st_tasb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed ``st-tasb`` console script."""
-    return subprocess.run(["st-tasb", *args], capture_output=True, text=True, env=env or ENV, timeout=300)
+    return subprocess.run(["st-tasb", *args], capture_output=True, text=True, check=False, env=env or ENV, timeout=300)
 
 
 # --------------------------------------------------------------------------- data
@@ -119,7 +119,7 @@ def test_every_command_documents_every_option_in_help(capsys: pytest.CaptureFixt
 
 def test_python_m_st_tasb_runs_the_cli() -> None:
     """Guards `python -m st_tasb`: it must reach the same command line (and exit status) as `st-tasb`."""
-    result = subprocess.run([sys.executable, "-m", "st_tasb", "--version"], capture_output=True, text=True, env=ENV)
+    result = subprocess.run([sys.executable, "-m", "st_tasb", "--version"], capture_output=True, text=True, check=False, env=ENV)
     assert result.returncode == 0 and result.stdout.startswith("st-tasb ")
 
 
@@ -243,6 +243,45 @@ def test_mine_pairs_judged_positives_with_unjudged_negatives(candidates: Path, t
     assert summary["pairs"] == len(pairs) and summary["settings"]["top_k"] == 12
 
 
+def test_mine_with_a_dense_model_too(tiny_beir: Path, small_student_path: str, candidates: Path, tmp_path: Path) -> None:
+    """Guards --sources bm25 dense: the dense model's negatives are merged in, so there are more distinct negatives
+    than with BM25 alone, and none is judged relevant."""
+    output = tmp_path / "both"
+    arguments = ["mine", "--data", str(tiny_beir), "--output", str(output), "--top-k", "12", "--max-negatives", "8",
+                 "--sources", "bm25", "dense", "--model", small_student_path, "--device", "cpu"]
+    assert main(arguments) == 0
+    pairs = pq.read_table(output / "pairs.parquet").to_pylist()
+    qrels = load_qrels(tiny_beir / "qrels" / "train.tsv")
+    assert all(qrels[p["query_id"]].get(p["negative_id"], 0) < 1 for p in pairs)
+    bm25_only = pq.read_table(candidates / "pairs.parquet").to_pylist()
+    assert len({(p["query_id"], p["negative_id"]) for p in pairs}) > len({(p["query_id"], p["negative_id"]) for p in bm25_only})
+
+
+def test_score_with_a_cross_encoder(candidates: Path, tiny_beir: Path, minilm_path: str, tmp_path: Path) -> None:
+    """Guards cross-encoder teachers: the table holds the raw logits of CrossEncoder.predict for each pair (checked
+    against a direct call), so margins are unbounded logit differences."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from st_tasb.table import TeacherScoreTable
+
+    cross_encoder_path = tmp_path / "cross-encoder"
+    CrossEncoder(minilm_path, num_labels=1, device="cpu").save(str(cross_encoder_path))
+    output = tmp_path / "table"
+    arguments = ["score", "--candidates", str(candidates), "--data", str(tiny_beir), "--output", str(output),
+                 "--teachers", f"cross-encoder:{cross_encoder_path}", "--max-length", "48", "--device", "cpu"]
+    assert main(arguments) == 0
+    row = TeacherScoreTable.load(output).dataset[0]
+    data = load_beir(tiny_beir, "train")
+    reference = CrossEncoder(str(cross_encoder_path), device="cpu", max_length=48)
+    expected = reference.predict(
+        [(data.queries[row["query_id"]], data.corpus[row["positive_id"]]),
+         (data.queries[row["query_id"]], data.corpus[row["negative_id"]])],
+        activation_fn=torch.nn.Identity(),
+    )
+    assert [row["pos_score"], row["neg_score"]] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
 def test_score_writes_a_table_and_resumes_from_finished_shards(
     candidates: Path, table_dir: Path, tiny_beir: Path, small_student_path: str, tmp_path: Path
 ) -> None:
@@ -309,6 +348,27 @@ def test_train_writes_a_loadable_model_with_its_card(trained_model: Path) -> Non
     assert "BiEncoderTeacher" in card["teachers"]["in-batch"] or "bi-encoder" in card["teachers"]["in-batch"]
     readme = (trained_model / "README.md").read_text()
     assert "## TAS-Balanced training" in readme and "| margin bins per query (h) | 4 |" in readme
+
+
+@pytest.mark.slow
+def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: Path, tiny_beir: Path,
+                                                 small_student_path: str, tmp_path: Path) -> None:
+    """Guards multi-process training (`torchrun -m st_tasb train`, gloo on CPU, as `accelerate launch` runs it): both
+    ranks train, one writes the shared teacher cache and the model, and the result loads."""
+    from sentence_transformers import SentenceTransformer
+
+    command = [
+        str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
+        str(29500 + os.getpid() % 1000), "-m", "st_tasb", "train", "--table", str(table_dir), "--clusters",
+        str(clusters_dir), "--data", str(tiny_beir), "--student", small_student_path, "--max-seq-length", "32",
+        "--inbatch-teacher", "bi-encoder", "--inbatch-teacher-model", small_student_path, "--inbatch-cache",
+        str(tmp_path / "cache"), "--batch-size", "4", "--max-steps", "2", "--cpu", "--output", str(tmp_path / "model"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained 2 steps") == 1  # the main process reports
+    assert np.load(tmp_path / "cache" / "corpus.npy").shape[0] == 300
+    assert SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(["x"]).shape == (1, 384)
 
 
 def test_evaluate_update_card_adds_the_results(trained_model: Path, tiny_beir: Path, capsys: pytest.CaptureFixture) -> None:

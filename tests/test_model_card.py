@@ -9,7 +9,14 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.losses import TASB_CITATION
-from st_tasb.model_card import CARD_DATA_FILE, SETTING_LABELS, TASBModelCard, add_evaluation, render_section, write_model_card
+from st_tasb.model_card import (
+    CARD_DATA_FILE,
+    SETTING_LABELS,
+    TASBModelCard,
+    add_evaluation,
+    render_section,
+    write_model_card,
+)
 
 METRICS = {"ndcg@10": 0.61234, "mrr@10": 0.5, "recall@100": 0.9, "recall@1000": 0.95, "map": 0.55}
 

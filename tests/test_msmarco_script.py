@@ -65,7 +65,7 @@ def msmarco_dir(msmarco_toy: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             teacher.append(f"{rng.normal(8, 1):.4f}\t{rng.normal(2, 2):.4f}\t{TRAIN_QID + i}\t{pos_pid[i]}\t{negative}")
     _write(folder / "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv", teacher)
 
-    dev = range(0, 20)
+    dev = range(20)
     _write(folder / "queries.dev.small.tsv", [f"{DEV_QID + i}\t{rows[i][0]}" for i in dev])
     _write(folder / "qrels.dev.small.tsv", [f"{DEV_QID + i}\t0\t{pos_pid[i]}\t1" for i in dev])
     for year, base, judged in (("2019", DL19_QID, range(20, 35)), ("2020", DL20_QID, range(35, 50))):

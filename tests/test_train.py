@@ -45,9 +45,10 @@ def parts(scifact_dir: Path, small_student_path: str) -> Parts:
     rng = np.random.default_rng(0)
     rows = [(q, p, n) for q in query_ids for p in data.qrels[q] for n in rng.choice(others, 6, replace=False)]
     q_pos, p_pos, n_pos = (np.asarray(store.positions([r[i] for r in rows])) for i, store in enumerate((queries, corpus, corpus)))
-    score = lambda a, b: np.einsum("ij,ij->i", cache.queries[a], cache.corpus[b])  # noqa: E731
+    query_vectors = cache.queries[q_pos]
     table = TeacherScoreTable.from_scores(
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], score(q_pos, p_pos), score(q_pos, n_pos)
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        np.einsum("ij,ij->i", query_vectors, cache.corpus[p_pos]), np.einsum("ij,ij->i", query_vectors, cache.corpus[n_pos]),
     )
     clusters = QueryClusters.fit_embeddings(np.asarray(cache.queries), query_ids, k=3)
     return Parts(queries, corpus, table, clusters, teacher)
@@ -56,12 +57,12 @@ def parts(scifact_dir: Path, small_student_path: str) -> Parts:
 class RecordSampler(TrainerCallback):
     """Keeps the training dataloader's batch sampler and the batch sizes it yields."""
 
-    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):  # noqa: ANN001, ANN003
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self.sampler = train_dataloader.batch_sampler
         self.batch_sizes = {len(batch) for batch in self.sampler}
 
 
-def settings(**overrides) -> TrainingSettings:  # noqa: ANN003
+def settings(**overrides) -> TrainingSettings:
     return TrainingSettings(**{"batch_size": 8, "max_steps": 3, "learning_rate": 1e-4, "logging_steps": 1, "cpu": True,
                                **overrides})
 
@@ -89,6 +90,7 @@ def test_train_runs_tas_balanced_and_saves_a_model_with_its_card(parts: Parts, s
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, parts.teacher.parameters()))
     assert any(not torch.equal(a, b.cpu()) for a, b in zip(student_before, small_student.parameters()))
 
+    assert not (result.model_dir / "checkpoints").exists()  # no checkpoint asked for, no empty folder left
     loaded = SentenceTransformer(str(result.model_dir), device="cpu")
     assert np.allclose(loaded.encode(["a claim"]), small_student.encode(["a claim"]), atol=1e-5)
     card = json.loads((result.model_dir / "tas_balanced.json").read_text())
@@ -136,6 +138,20 @@ def test_gradcache_gives_the_same_first_step_loss(parts: Parts, small_student_pa
         assert ("CachedDualTeacherMarginMSELoss" in card) == (mini_batch is not None)
     assert firsts[0]["pairwise"] == pytest.approx(firsts[1]["pairwise"], rel=1e-3)
     assert firsts[0]["in_batch"] == pytest.approx(firsts[1]["in_batch"], rel=1e-3)
+
+
+def test_checkpoints_are_written_and_training_resumes(parts: Parts, small_student_path: str, tmp_path: Path) -> None:
+    """Guards --save-steps / --resume: checkpoints land in OUTPUT/checkpoints and a longer run resumes from the
+    latest one instead of starting over."""
+    output = tmp_path / "model"
+    first = train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
+                  clusters=parts.clusters, settings=settings(max_steps=2, save_steps=2), local_files_only=True)
+    assert first.global_step == 2 and (output / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus,
+                    output, clusters=parts.clusters, settings=settings(max_steps=3, save_steps=2),
+                    resume_from_checkpoint=True, local_files_only=True)
+    assert resumed.global_step == 3
+    assert [entry["step"] for entry in resumed.log_history if "loss" in entry] == [1, 2, 3]  # steps 1-2 come from the checkpoint
 
 
 def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_student: SentenceTransformer,

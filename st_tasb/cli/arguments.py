@@ -60,7 +60,7 @@ class Command:
     run: Callable[[Any], int | None]
 
 
-def option(default: Any = MISSING, *, help: str, metavar: str | None = None) -> Any:  # noqa: A002
+def option(default: Any = MISSING, *, help: str, metavar: str | None = None) -> Any:
     """A dataclass field that is also a command-line option; without ``default`` it is required.
 
     Args:

@@ -24,7 +24,9 @@ class MineArguments:
     data: str = option(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     output: str = option(help=f"output folder; receives {PAIRS_FILE} (query_id, positive_id, negative_id) and {SUMMARY_FILE}")
     split: str = option("train", help="qrels split whose queries are mined (their judged documents are the positives)")
-    sources: list[Literal["bm25", "dense"]] = option(("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)")
+    sources: list[Literal["bm25", "dense"]] = option(  # noqa: RUF009 (option() makes a dataclass field)
+        ("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)"
+    )
     model: str | None = option(None, help="SentenceTransformer folder or Hub id for dense negatives")
     top_k: int = option(100, help="retrieval depth per source")
     skip_top: int = option(0, help="hits dropped from the top of each ranking (often unjudged positives)")

@@ -21,7 +21,7 @@ class ScoreArguments:
 
     candidates: str = option(help=f"output folder of 'st-tasb mine' (its {PAIRS_FILE}) or a Parquet file of candidates")
     data: str = option(help="BEIR folder holding the query and passage texts")
-    teachers: list[str] = option(
+    teachers: list[str] = option(  # noqa: RUF009 (option() makes a dataclass field)
         help="teacher model folder(s) or Hub id(s); several are averaged (an ensemble, like the paper's T2). "
         "Prefix one with cross-encoder: or bi-encoder: to override --teacher-type for it",
         metavar="MODEL",
@@ -62,7 +62,12 @@ def run(args: ScoreArguments) -> int:
 
     from st_tasb.beir import load_beir
     from st_tasb.models import load_cross_encoder, load_sentence_transformer
-    from st_tasb.scoring import BiEncoderTeacher, CrossEncoderTeacher, EnsembleTeacher, score_candidates
+    from st_tasb.scoring import (
+        BiEncoderTeacher,
+        CrossEncoderTeacher,
+        EnsembleTeacher,
+        score_candidates,
+    )
 
     candidates = Path(args.candidates)
     pairs_path = candidates / PAIRS_FILE if candidates.is_dir() else candidates

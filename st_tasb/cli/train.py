@@ -39,6 +39,8 @@ def settings_of(args: TrainArguments) -> TrainingSettings:
 
 def run(args: TrainArguments) -> int:
     """Load the data, the student and the teachers, train, and save the model with its card."""
+    from accelerate import PartialState
+
     from st_tasb.beir import load_beir
     from st_tasb.clusters import QueryClusters
     from st_tasb.model_card import TASBModelCard
@@ -60,10 +62,11 @@ def run(args: TrainArguments) -> int:
         student = load_sentence_transformer(args.student, device=device)
         if args.max_seq_length is not None:
             student.max_seq_length = args.max_seq_length
-    teacher = build_inbatch_teacher(
-        args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
-        cache_dir=args.inbatch_cache, device=device,
-    )
+    with PartialState().main_process_first():  # under accelerate/torchrun one process writes the teacher cache
+        teacher = build_inbatch_teacher(
+            args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
+            cache_dir=args.inbatch_cache, device=device,
+        )
     card = TASBModelCard(
         teachers={
             "pairwise": f"teacher score table {args.table}",
@@ -75,7 +78,8 @@ def run(args: TrainArguments) -> int:
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
         settings=settings_of(args), card=card, resume_from_checkpoint=True if args.resume else None,
     )
-    print(f"trained {result.global_step} steps -> {result.model_dir}")
+    if PartialState().is_main_process:
+        print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
 
 
