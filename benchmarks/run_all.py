@@ -3,7 +3,7 @@
 Each benchmark runs as ``python benchmarks/bench_<name>.py`` (its own process, so that one's memory does
 not inflate the next one's peak) with its default, real-scale settings unless ``--quick`` is given.
 
-    python benchmarks/run_all.py                        # real scale: about 30-60 minutes on 2 cores
+    python benchmarks/run_all.py                        # real scale: about an hour on 2 cores
     python benchmarks/run_all.py --quick --json figures.json
     python benchmarks/run_all.py --only table_index epoch
 """
