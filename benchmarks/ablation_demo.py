@@ -2,8 +2,10 @@
 
 Every variant trains the same student with the same teachers, steps, batch size and learning rate; only
 the batch composition (topic clusters or random queries) and the pair sampling (margin-balanced or
-uniform) change. The teacher embeddings and scores are computed once and shared by all runs. Prints the
-dev metrics as mean and sample standard deviation over the seeds, and writes them to OUTPUT/ablation.json.
+uniform) change. The teacher embeddings and scores are computed once and shared by all runs. A run whose
+OUTPUT/<variant>/seed<N>/metrics.json already records the same settings is reused, so an interrupted
+ablation resumes and more seeds can be added later. Prints the dev metrics as mean and sample standard
+deviation over the seeds, and writes them to OUTPUT/ablation.json.
 
     python benchmarks/ablation_demo.py --data ../shared/datasets/scifact-train --output ablation --seeds 0 1 2
 """
@@ -46,13 +48,16 @@ def main() -> None:
     for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
         for variant in args.variants:
             config = dataclasses.replace(base, **VARIANTS[variant])
-            result = run_demo(
-                args.data, output / variant / f"seed{seed}", seed=seed, config=config, work_dir=output / "work",
-                show_progress_bar=False,
-            )
-            results.setdefault(variant, []).append(result.metrics["dev"]["student_after"])
-            before = result.metrics["dev"]["student_before"]
-            print(f"{variant} seed {seed}: dev ndcg@10 {result.metrics['dev']['student_after']['ndcg@10']:.4f}", flush=True)
+            run_dir = output / variant / f"seed{seed}"
+            metrics = _finished_run(run_dir, config, seed)
+            if metrics is None:
+                result = run_demo(
+                    args.data, run_dir, seed=seed, config=config, work_dir=output / "work", show_progress_bar=False
+                )
+                metrics = result.metrics
+            results.setdefault(variant, []).append(metrics["dev"]["student_after"])
+            before = metrics["dev"]["student_before"]
+            print(f"{variant} seed {seed}: dev ndcg@10 {metrics['dev']['student_after']['ndcg@10']:.4f}", flush=True)
 
     summary = {
         variant: {m: {"mean": statistics.mean(r[m] for r in runs), "sd": _sd([r[m] for r in runs])} for m in METRICS}
@@ -65,6 +70,17 @@ def main() -> None:
         print(f"{variant:<16}" + "".join(f"{values[m]['mean']:>10.4f} ± {values[m]['sd']:.4f}" for m in METRICS))
     record = {"config": dataclasses.asdict(base), "seeds": args.seeds, "before": before, "runs": results, "summary": summary}
     (output / "ablation.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _finished_run(run_dir: Path, config: DemoConfig, seed: int) -> dict | None:
+    """The metrics of an earlier run in ``run_dir`` with the same settings and seed, or None."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    if metrics.get("seed") != seed or metrics.get("config") != dataclasses.asdict(config):
+        return None
+    return metrics
 
 
 def _sd(values: list[float]) -> float:

@@ -23,7 +23,10 @@ from st_tasb.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
 from st_tasb.teachers.base import InBatchTeacher
 
 try:
-    from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
+    from sentence_transformers.base.losses.gradcache import (
+        CachedLossMixin,
+        has_static_embedding_input,
+    )
 
     _GRADCACHE_MISSING = ""
 except ImportError:  # sentence-transformers 5 has no shared GradCache machinery

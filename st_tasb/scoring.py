@@ -1,12 +1,12 @@
 """Teacher scores for candidate pairs: a resumable, sharded scoring job that ends in a TeacherScoreTable.
 
-A pairwise teacher (:class:`PairTeacher`) scores (query, passage) pairs once, before training; the
-in-batch teachers of :mod:`st_tasb.teachers` (some of the same names) score whole batches during it:
+A pair scorer (:class:`PairScorer`) wraps the pairwise teacher that scores (query, passage) pairs once,
+before training; the in-batch teachers of :mod:`st_tasb.teachers` score whole batches during it:
 
-- :class:`CrossEncoderTeacher`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
+- :class:`CrossEncoderScorer`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
   by default (Margin-MSE matches unbounded teacher margins, as in the paper);
-- :class:`BiEncoderTeacher`: a SentenceTransformer, dot product (or cosine) of the embeddings;
-- :class:`EnsembleTeacher`: the mean of several teachers' scores (the paper's T2 teacher is the
+- :class:`BiEncoderScorer`: a SentenceTransformer, dot product (or cosine) of the embeddings;
+- :class:`EnsembleScorer`: the mean of several scorers' scores (the paper's T2 teacher is the
   mean of three cross-encoders).
 
 :func:`score_candidates` scores every distinct (query, document) pair of the (query, positive,
@@ -60,7 +60,7 @@ _FORMAT = 1
 
 
 @runtime_checkable
-class PairTeacher(Protocol):
+class PairScorer(Protocol):
     """Anything that scores (query, passage) pairs given by row positions into two text stores."""
 
     name: str
@@ -77,7 +77,7 @@ class PairTeacher(Protocol):
         """One float score per pair, ``score(queries[query_positions[i]], corpus[doc_positions[i]])``."""
 
 
-class CrossEncoderTeacher:
+class CrossEncoderScorer:
     """A sentence-transformers ``CrossEncoder`` as a teacher: ``predict`` on (query, passage) text pairs.
 
     Args:
@@ -114,7 +114,7 @@ class CrossEncoderTeacher:
         return np.asarray(scores, dtype=np.float32)
 
 
-class BiEncoderTeacher:
+class BiEncoderScorer:
     """A SentenceTransformer as a teacher: dot product (or cosine) of query and passage embeddings.
 
     Each distinct query and passage of a call is encoded once (``encode_query`` / ``encode_document``).
@@ -157,14 +157,14 @@ class BiEncoderTeacher:
         return np.einsum("ij,ij->i", query_embeddings[query_index], doc_embeddings[doc_index]).astype(np.float32)
 
 
-class EnsembleTeacher:
+class EnsembleScorer:
     """The mean of several teachers' scores (the paper's T2: three cross-encoders).
 
     Raises:
         ValueError: if ``teachers`` is empty.
     """
 
-    def __init__(self, teachers: Sequence[PairTeacher], name: str | None = None) -> None:
+    def __init__(self, teachers: Sequence[PairScorer], name: str | None = None) -> None:
         if not teachers:
             raise ValueError("an ensemble needs at least one teacher")
         self.teachers = list(teachers)
@@ -185,30 +185,30 @@ class EnsembleTeacher:
         return (total / len(self.teachers)).astype(np.float32)
 
 
-TeacherLike = PairTeacher | CrossEncoder | SentenceTransformer | Sequence["TeacherLike"]
+TeacherLike = PairScorer | CrossEncoder | SentenceTransformer | Sequence["TeacherLike"]
 
 
-def as_teacher(teacher: TeacherLike) -> PairTeacher:
-    """Wrap a model as a :class:`PairTeacher`: a CrossEncoder, a SentenceTransformer (dot product), a
-    sequence of them (an :class:`EnsembleTeacher`), or a teacher already.
+def as_scorer(teacher: TeacherLike) -> PairScorer:
+    """Wrap a model as a :class:`PairScorer`: a CrossEncoder, a SentenceTransformer (dot product), a
+    sequence of them (an :class:`EnsembleScorer`), or a scorer already.
 
     Raises:
         TypeError: for anything else.
 
     Example:
-        >>> as_teacher([]).name
+        >>> as_scorer([]).name
         Traceback (most recent call last):
         ...
         ValueError: an ensemble needs at least one teacher
     """
     if isinstance(teacher, CrossEncoder):
-        return CrossEncoderTeacher(teacher)
+        return CrossEncoderScorer(teacher)
     if isinstance(teacher, SentenceTransformer):
-        return BiEncoderTeacher(teacher)
-    if isinstance(teacher, PairTeacher):
+        return BiEncoderScorer(teacher)
+    if isinstance(teacher, PairScorer):
         return teacher
     if isinstance(teacher, Sequence) and not isinstance(teacher, str):
-        return EnsembleTeacher([as_teacher(t) for t in teacher])
+        return EnsembleScorer([as_scorer(t) for t in teacher])
     raise TypeError(
         f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
         "a list of them, or an object with a name and a score() method"
@@ -229,8 +229,8 @@ def score_candidates(
     """Score the (query, positive, negative) triples of ``pairs`` with ``teacher``, resumably.
 
     Args:
-        teacher: a model, a list of models (their mean) or a :class:`PairTeacher`, see
-            :func:`as_teacher`. Its name goes into the manifest, so that a folder is never resumed with
+        teacher: a model, a list of models (their mean) or a :class:`PairScorer`, see
+            :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
             another teacher; give teachers distinct names when different models share a path.
         pairs: columns ``query_id``, ``positive_id``, ``negative_id`` (e.g.
             :attr:`st_tasb.mining.MinedCandidates.pairs`).
@@ -253,7 +253,7 @@ def score_candidates(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, not {shard_size}")
-    teacher = as_teacher(teacher)
+    teacher = as_scorer(teacher)
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
@@ -301,7 +301,7 @@ def score_candidates(
 
 
 def _score_shard(
-    teacher: PairTeacher,
+    teacher: PairScorer,
     queries: TextStore,
     corpus: TextStore,
     query_positions: np.ndarray,

@@ -11,10 +11,10 @@ from datasets import Dataset
 
 from st_tasb.beir import BeirData, load_beir
 from st_tasb.scoring import (
-    BiEncoderTeacher,
-    CrossEncoderTeacher,
-    EnsembleTeacher,
-    as_teacher,
+    BiEncoderScorer,
+    CrossEncoderScorer,
+    EnsembleScorer,
+    as_scorer,
     score_candidates,
 )
 from st_tasb.texts import TextStore
@@ -95,7 +95,7 @@ def test_ensemble_is_the_mean_of_cross_encoder_and_bi_encoder(scifact, triples, 
     np.testing.assert_allclose(table.dataset["pos_score"], (logits + dots) / 2, atol=1e-4)
 
     positions = (scifact.queries.positions(pairs["query_id"]), scifact.corpus.positions(pairs["positive_id"]))
-    squashed = CrossEncoderTeacher(cross_encoder, raw_logits=False).score(
+    squashed = CrossEncoderScorer(cross_encoder, raw_logits=False).score(
         scifact.queries, scifact.corpus, *positions, batch_size=4
     )
     np.testing.assert_allclose(squashed, 1 / (1 + np.exp(-logits)), atol=1e-5)
@@ -218,9 +218,9 @@ def test_bad_teachers_and_inputs_are_reported(tmp_path, minilm_path):
     with pytest.raises(ValueError, match="missing \\['negative_id'\\]"):
         score_candidates(_RecordingTeacher(), pairs.remove_columns("negative_id"), queries, corpus, tmp_path / "c")
     with pytest.raises(ValueError, match="one output per pair"):
-        CrossEncoderTeacher(CrossEncoder(minilm_path, num_labels=2, device="cpu"))
+        CrossEncoderScorer(CrossEncoder(minilm_path, num_labels=2, device="cpu"))
     with pytest.raises(TypeError, match="cannot use a str as a teacher"):
-        as_teacher("cross-encoder/ms-marco-MiniLM-L6-v2")
+        as_scorer("cross-encoder/ms-marco-MiniLM-L6-v2")
     with pytest.raises(ValueError, match="similarity"):
-        BiEncoderTeacher(None, similarity="l2")
-    assert EnsembleTeacher([_RecordingTeacher(), _RecordingTeacher()]).name == "mean(recording, recording)"
+        BiEncoderScorer(None, similarity="l2")
+    assert EnsembleScorer([_RecordingTeacher(), _RecordingTeacher()]).name == "mean(recording, recording)"

@@ -22,7 +22,6 @@ from st_tasb.beir import DataFormatError, load_beir
 from st_tasb.table import TeacherScoreTable
 from st_tasb.texts import TextStore, UnknownIdError
 
-
 # ---------------------------------------------------------------------- helpers and fixtures
 
 

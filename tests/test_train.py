@@ -15,10 +15,11 @@ from transformers import TrainerCallback
 from st_tasb.beir import load_beir
 from st_tasb.clusters import QueryClusters
 from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.settings import TrainingSettings
 from st_tasb.table import TeacherScoreTable
 from st_tasb.teachers import BiEncoderTeacher
 from st_tasb.texts import TextStore
-from st_tasb.train import TrainingSettings, build_inbatch_teacher, train
+from st_tasb.train import build_inbatch_teacher, train
 
 
 @dataclass

@@ -46,7 +46,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -64,10 +64,11 @@ from st_tasb.hub import push_to_hub
 from st_tasb.metrics import evaluate_run
 from st_tasb.model_card import TASBModelCard, add_evaluation
 from st_tasb.runs import Run, write_trec_run
+from st_tasb.settings import TrainingSettings
 from st_tasb.student import make_student
 from st_tasb.table import TeacherScoreTable
 from st_tasb.texts import TextStore
-from st_tasb.train import TrainingSettings, build_inbatch_teacher, train
+from st_tasb.train import build_inbatch_teacher, train
 
 logger = logging.getLogger("train_tasb_msmarco")
 
@@ -289,11 +290,6 @@ def evaluate(model, corpus: TextStore, sets: Sequence[EvaluationSet], args: MSMa
     return results
 
 
-def settings_of(args: MSMarcoArguments) -> TrainingSettings:
-    """The :class:`~st_tasb.train.TrainingSettings` part of the options."""
-    return TrainingSettings(**{field.name: getattr(args, field.name) for field in fields(TrainingSettings)})
-
-
 def run(args: MSMarcoArguments) -> dict:
     """The whole recipe; returns ``{"model_dir", "steps", "metrics", "pushed"}`` (on the main process)."""
     state = PartialState()
@@ -315,7 +311,7 @@ def run(args: MSMarcoArguments) -> dict:
               "student base": args.student, "clustering model": args.cluster_model},
     )
     result = train(student, table, queries, corpus, model_dir, clusters=clusters, inbatch_teacher=teacher,
-                   settings=settings_of(args), card=card)
+                   settings=TrainingSettings.of(args), card=card)
     if not state.is_main_process:
         return {}
 

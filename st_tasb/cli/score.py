@@ -63,9 +63,9 @@ def run(args: ScoreArguments) -> int:
     from st_tasb.beir import load_beir
     from st_tasb.models import load_cross_encoder, load_sentence_transformer
     from st_tasb.scoring import (
-        BiEncoderTeacher,
-        CrossEncoderTeacher,
-        EnsembleTeacher,
+        BiEncoderScorer,
+        CrossEncoderScorer,
+        EnsembleScorer,
         score_candidates,
     )
 
@@ -83,13 +83,13 @@ def run(args: ScoreArguments) -> int:
         kind, name = parse_teacher(spec, args.teacher_type)
         if kind == "cross-encoder":
             model = load_cross_encoder(name, device=args.device, **({"max_length": args.max_length} if args.max_length else {}))
-            teachers.append(CrossEncoderTeacher(model, name=f"cross-encoder:{name}"))
+            teachers.append(CrossEncoderScorer(model, name=f"cross-encoder:{name}"))
         else:
             model = load_sentence_transformer(name, device=args.device)
             if args.max_length:
                 model.max_seq_length = args.max_length
-            teachers.append(BiEncoderTeacher(model, similarity=args.similarity, name=f"bi-encoder:{name}:{args.similarity}"))
-    teacher = teachers[0] if len(teachers) == 1 else EnsembleTeacher(teachers)
+            teachers.append(BiEncoderScorer(model, similarity=args.similarity, name=f"bi-encoder:{name}:{args.similarity}"))
+    teacher = teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
     table = score_candidates(

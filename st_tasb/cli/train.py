@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 from st_tasb.cli.arguments import Command, option
-from st_tasb.train import TrainingSettings
+from st_tasb.settings import TrainingSettings
 
 
 @dataclass(kw_only=True)
@@ -30,11 +30,6 @@ class TrainArguments(TrainingSettings):
     inbatch_teacher_model: str | None = option(None, help="folder or Hub id of the in-batch teacher")
     inbatch_cache: str | None = option(None, help="bi-encoder teacher: folder for its cached embeddings (reused when present)")
     resume: bool = option(False, help="resume from the latest checkpoint in OUTPUT/checkpoints")
-
-
-def settings_of(args: TrainArguments) -> TrainingSettings:
-    """The :class:`~st_tasb.train.TrainingSettings` part of the options."""
-    return TrainingSettings(**{field.name: getattr(args, field.name) for field in fields(TrainingSettings)})
 
 
 def run(args: TrainArguments) -> int:
@@ -76,7 +71,7 @@ def run(args: TrainArguments) -> int:
     )
     result = train(
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
-        settings=settings_of(args), card=card, resume_from_checkpoint=True if args.resume else None,
+        settings=TrainingSettings.of(args), card=card, resume_from_checkpoint=True if args.resume else None,
     )
     if PartialState().is_main_process:
         print(f"trained {result.global_step} steps -> {result.model_dir}")

@@ -11,7 +11,11 @@ Each scores every query of a batch against every positive and negative of the ba
 
 from st_tasb.teachers.base import InBatchTeacher
 from st_tasb.teachers.bi_encoder import BiEncoderTeacher, EmbeddingCache
-from st_tasb.teachers.colbert import ColBERTModel, ColBERTTeacher, late_interaction_scores
+from st_tasb.teachers.colbert import (
+    ColBERTModel,
+    ColBERTTeacher,
+    late_interaction_scores,
+)
 from st_tasb.teachers.cross_encoder import CrossEncoderTeacher
 from st_tasb.teachers.precomputed import MissingScoreError, PrecomputedTeacher
 

@@ -30,7 +30,13 @@ from typing import Any
 import torch
 from sentence_transformers.util import load_file_path
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from st_tasb.teachers.base import InBatchTeacher, resolve_device, resolve_dtype
 

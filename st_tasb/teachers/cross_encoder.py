@@ -13,7 +13,12 @@ import torch
 from sentence_transformers.cross_encoder import CrossEncoder
 from torch import Tensor, nn
 
-from st_tasb.teachers.base import InBatchTeacher, capped_length, resolve_device, resolve_dtype
+from st_tasb.teachers.base import (
+    InBatchTeacher,
+    capped_length,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 class CrossEncoderTeacher(InBatchTeacher):

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
 from sentence_transformers.losses import MarginMSELoss
 
 from st_tasb.beir import load_beir
