@@ -58,7 +58,7 @@ COMMAND = Command(
         "as cached in-batch teacher; query clusters; a 2-layer student cut from it, trained with TAS-Balanced\n"
         "batches and the dual-teacher loss; evaluation of the student before and after on the dev queries.\n"
         "Writes OUTPUT/model (with its card), OUTPUT/metrics.json, OUTPUT/runs and OUTPUT/plots/*.png.\n"
-        "About 10 minutes on 2 idle CPU cores (--quick: under a minute).\n\n"
+        "About 7 minutes on 2 idle CPU cores (--quick: under a minute).\n\n"
         "example:\n"
         "  st-tasb demo --data ../shared/datasets/scifact-train --output demo-output"
     ),
