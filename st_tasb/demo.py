@@ -55,10 +55,11 @@ from st_tasb.plots import (
 )
 from st_tasb.runs import Run, write_trec_run
 from st_tasb.scoring import score_candidates
+from st_tasb.settings import TrainingSettings
 from st_tasb.student import make_student
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
 from st_tasb.texts import TextStore
-from st_tasb.train import TrainingRun, TrainingSettings, cached_embeddings, train
+from st_tasb.train import TrainingRun, cached_embeddings, train
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class DemoConfig:
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
         batch_size, max_steps, learning_rate, warmup, alpha, n_bins, random_batches, uniform_pairs,
-            logging_steps: the training settings (see :class:`~st_tasb.train.TrainingSettings`).
+            logging_steps: the training settings (see :class:`~st_tasb.settings.TrainingSettings`).
         max_train_queries, max_dev_queries: use at most this many queries of each split (``None``: all).
         max_corpus: use at most this many passages: all judged ones of the chosen queries, then a fixed
             random sample of the rest (``None``: all).
@@ -115,7 +116,7 @@ class DemoConfig:
         )
 
     def training_settings(self, seed: int) -> TrainingSettings:
-        """The :class:`~st_tasb.train.TrainingSettings` of the demo run."""
+        """The :class:`~st_tasb.settings.TrainingSettings` of the demo run."""
         return TrainingSettings(
             batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps,
             warmup=self.warmup, alpha=self.alpha, n_bins=self.n_bins, random_batches=self.random_batches,

@@ -11,7 +11,7 @@ from st_tasb.settings import TrainingSettings
 
 @dataclass(kw_only=True)
 class TrainArguments(TrainingSettings):
-    """Options of ``st-tasb train``: the data, the models, and the :class:`~st_tasb.train.TrainingSettings`."""
+    """Options of ``st-tasb train``: the data, the models, and the :class:`~st_tasb.settings.TrainingSettings`."""
 
     table: str = option(help="teacher score table folder (st-tasb score, or TeacherScoreTable.save)")
     data: str = option(help="BEIR folder holding the query and passage texts")
