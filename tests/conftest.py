@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +104,23 @@ def scifact_parts(scifact_dir: Path, minilm_path: str, small_student_path: str, 
     table.save(root / "table")
     clusters.save(root / "clusters")
     return ScifactParts(scifact_dir, data, table, clusters, root / "table", root / "clusters")
+
+
+@pytest.fixture(scope="session")
+def torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs ``torchrun --standalone --nproc_per_node 2 ARGUMENTS...`` (gloo on CPU) and fails the test, showing
+    the start and the end of stderr (where the failing rank's traceback is), unless it exits with 0.
+
+    ``--standalone`` lets torchrun pick a free rendezvous port for every run, so two runs in one session,
+    or a port already taken on the machine, cannot collide.
+    """
+    executable = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+
+    def run(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [executable, "--standalone", "--nproc_per_node", "2", *arguments]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=600)
+        if result.returncode != 0:
+            pytest.fail(f"torchrun exited with {result.returncode}:\n{result.stderr[:4000]}\n...\n{result.stderr[-4000:]}")
+        return result
+
+    return run

@@ -352,20 +352,18 @@ def test_train_writes_a_loadable_model_with_its_card(trained_model: Path) -> Non
 
 @pytest.mark.slow
 def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: Path, tiny_beir: Path,
-                                                 small_student_path: str, tmp_path: Path) -> None:
+                                                 small_student_path: str, tmp_path: Path, torchrun) -> None:
     """Guards multi-process training (`torchrun -m st_tasb train`, gloo on CPU, as `accelerate launch` runs it): both
     ranks train, one writes the shared teacher cache and the model, and the result loads."""
     from sentence_transformers import SentenceTransformer
 
-    command = [
-        str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
-        str(29500 + os.getpid() % 1000), "-m", "st_tasb", "train", "--table", str(table_dir), "--clusters",
-        str(clusters_dir), "--data", str(tiny_beir), "--student", small_student_path, "--max-seq-length", "32",
-        "--inbatch-teacher", "bi-encoder", "--inbatch-teacher-model", small_student_path, "--inbatch-cache",
-        str(tmp_path / "cache"), "--batch-size", "4", "--max-steps", "2", "--cpu", "--output", str(tmp_path / "model"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = torchrun(
+        "-m", "st_tasb", "train", "--table", str(table_dir), "--clusters", str(clusters_dir), "--data", str(tiny_beir),
+        "--student", small_student_path, "--max-seq-length", "32", "--inbatch-teacher", "bi-encoder",
+        "--inbatch-teacher-model", small_student_path, "--inbatch-cache", str(tmp_path / "cache"), "--batch-size", "4",
+        "--max-steps", "2", "--cpu", "--output", str(tmp_path / "model"),
+        env={**ENV, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
     assert result.stdout.count("trained 2 steps") == 1  # the main process reports
     assert np.load(tmp_path / "cache" / "corpus.npy").shape[0] == 300
     assert SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(["x"]).shape == (1, 384)
