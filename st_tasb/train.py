@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 import huggingface_hub.constants
 import torch
+from accelerate import PartialState
 from sentence_transformers import (
     SentenceTransformer,
     SentenceTransformerTrainer,
@@ -58,6 +60,22 @@ logger = logging.getLogger(__name__)
 InBatchTeacherKind = Literal["none", "bi-encoder", "colbert", "cross-encoder"]
 CHECKPOINTS_DIR = "checkpoints"
 """Subfolder of the output folder that holds Trainer checkpoints (never uploaded by ``st-tasb push``)."""
+
+
+def runs_on_cpu(cpu: bool = False) -> bool:
+    """Whether training runs on the CPU: when asked (``cpu``), or when several processes were launched
+    (``torchrun`` / ``accelerate launch``: ``WORLD_SIZE`` > 1) on a machine without CUDA.
+
+    accelerate and transformers set up gloo DDP only for runs declared to be on the CPU; without that
+    declaration every process of a CPU launch would train alone on the whole dataset.
+    """
+    return cpu or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+
+
+def process_state(cpu: bool = False) -> PartialState:
+    """The accelerate process state of this run (distributed when launched so, CPU runs included), for
+    ``main_process_first()`` and ``is_main_process`` before the Trainer exists."""
+    return PartialState(cpu=runs_on_cpu(cpu))
 
 
 @dataclass
@@ -269,12 +287,12 @@ def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> Sen
         batch_sampler=partial(TopicAwareBalancedBatchSampler, **settings.sampler_kwargs()),
         dataloader_drop_last=True,
         dataloader_num_workers=settings.dataloader_workers,
-        dataloader_pin_memory=torch.cuda.is_available() and not settings.cpu,
+        dataloader_pin_memory=torch.cuda.is_available() and not runs_on_cpu(settings.cpu),
         logging_steps=settings.logging_steps,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
         report_to="none",
-        use_cpu=settings.cpu,
+        use_cpu=runs_on_cpu(settings.cpu),
         **warmup,
     )
 

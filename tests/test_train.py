@@ -19,7 +19,7 @@ from st_tasb.settings import TrainingSettings
 from st_tasb.table import TeacherScoreTable
 from st_tasb.teachers import BiEncoderTeacher
 from st_tasb.texts import TextStore
-from st_tasb.train import build_inbatch_teacher, train
+from st_tasb.train import build_inbatch_teacher, runs_on_cpu, train
 
 
 @dataclass
@@ -198,3 +198,16 @@ def test_build_inbatch_teacher_choices_and_cache_reuse(parts: Parts, small_stude
     with pytest.raises(ValueError, match="10"):
         build_inbatch_teacher("bi-encoder", small_student_path, queries=parts.queries, corpus=fewer,
                               cache_dir=cache_dir, device="cpu")
+
+
+def test_multi_process_launch_on_a_cpu_machine_runs_as_cpu_ddp(monkeypatch: pytest.MonkeyPatch):
+    """Guards CPU DDP: accelerate and transformers set up gloo DDP only for runs declared to be on the CPU,
+    so a torchrun / accelerate launch on a machine without CUDA must declare it even without --cpu (else every
+    process trains alone and main_process_first() does not wait)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not runs_on_cpu() and runs_on_cpu(cpu=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runs_on_cpu()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not runs_on_cpu() and runs_on_cpu(cpu=True)

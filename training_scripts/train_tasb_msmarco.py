@@ -53,7 +53,6 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from accelerate import PartialState
 from datasets import Dataset
 
 from st_tasb.beir import BeirData, DataFormatError, Qrels, load_qrels
@@ -68,7 +67,7 @@ from st_tasb.settings import TrainingSettings
 from st_tasb.student import make_student
 from st_tasb.table import TeacherScoreTable
 from st_tasb.texts import TextStore
-from st_tasb.train import build_inbatch_teacher, train
+from st_tasb.train import build_inbatch_teacher, process_state, train
 
 logger = logging.getLogger("train_tasb_msmarco")
 
@@ -292,7 +291,7 @@ def evaluate(model, corpus: TextStore, sets: Sequence[EvaluationSet], args: MSMa
 
 def run(args: MSMarcoArguments) -> dict:
     """The whole recipe; returns ``{"model_dir", "steps", "metrics", "pushed"}`` (on the main process)."""
-    state = PartialState()
+    state = process_state(args.cpu)
     output = Path(args.output)
     work, model_dir = output / "work", output / "model"
     sets = evaluation_sets(args)  # read first: a bad evaluation file fails the run before training

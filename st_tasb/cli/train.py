@@ -34,17 +34,16 @@ class TrainArguments(TrainingSettings):
 
 def run(args: TrainArguments) -> int:
     """Load the data, the student and the teachers, train, and save the model with its card."""
-    from accelerate import PartialState
-
     from st_tasb.beir import load_beir
     from st_tasb.clusters import QueryClusters
     from st_tasb.model_card import TASBModelCard
     from st_tasb.models import load_sentence_transformer
     from st_tasb.student import make_student
     from st_tasb.table import TeacherScoreTable
-    from st_tasb.train import build_inbatch_teacher, train
+    from st_tasb.train import build_inbatch_teacher, process_state, train
 
     device = "cpu" if args.cpu else None
+    state = process_state(args.cpu)
     data = load_beir(args.data, args.split)
     table = TeacherScoreTable.load(args.table)
     clusters = QueryClusters.load(args.clusters) if args.clusters else None
@@ -57,7 +56,7 @@ def run(args: TrainArguments) -> int:
         student = load_sentence_transformer(args.student, device=device)
         if args.max_seq_length is not None:
             student.max_seq_length = args.max_seq_length
-    with PartialState().main_process_first():  # under accelerate/torchrun one process writes the teacher cache
+    with state.main_process_first():  # under accelerate/torchrun one process writes the teacher cache
         teacher = build_inbatch_teacher(
             args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
             cache_dir=args.inbatch_cache, device=device,
@@ -73,7 +72,7 @@ def run(args: TrainArguments) -> int:
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
         settings=TrainingSettings.of(args), card=card, resume_from_checkpoint=True if args.resume else None,
     )
-    if PartialState().is_main_process:
+    if state.is_main_process:
         print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
 
