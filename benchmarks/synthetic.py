@@ -67,9 +67,16 @@ def id_store(ids: np.ndarray, name: str) -> TextStore:
     return TextStore(Dataset(table, fingerprint=generate_random_fingerprint()), name=name)
 
 
-def random_clusters(qids: np.ndarray, n_clusters: int, seed: int = 2) -> QueryClusters:
-    """Each query in one of ``n_clusters`` random clusters (every cluster non-empty)."""
+def random_clusters(qids: np.ndarray, n_clusters: int, seed: int = 2, sigma: float = 0.75) -> QueryClusters:
+    """Each query in one of ``n_clusters`` clusters of lognormal sizes (every cluster non-empty).
+
+    k-means clusters of real queries are uneven; cluster weights are drawn lognormal(0, ``sigma``), so at
+    400K queries and 2,000 clusters the sizes have mean 200 and run from a handful to about a thousand.
+    """
     rng = np.random.default_rng(seed)
-    labels = np.concatenate([np.arange(n_clusters), rng.integers(0, n_clusters, size=len(qids) - n_clusters)])
+    weights = rng.lognormal(0.0, sigma, size=n_clusters)
+    labels = np.concatenate(
+        [np.arange(n_clusters), rng.choice(n_clusters, size=len(qids) - n_clusters, p=weights / weights.sum())]
+    )
     rng.shuffle(labels)
-    return QueryClusters(qids, labels, settings={"synthetic": True, "k": n_clusters})
+    return QueryClusters(qids, labels, settings={"synthetic": True, "k": n_clusters, "sigma": sigma})

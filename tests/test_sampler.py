@@ -97,16 +97,77 @@ def test_n_clusters_per_batch_fill_each_slice_from_one_cluster() -> None:
     assert mixed > len(batches) // 2  # most batches hold two different topics
 
 
-def test_short_clusters_are_filled_from_another(uneven: Dataset) -> None:
-    """Guards the fill-up rule: a batch spans at most two clusters when every cluster has >= b queries
-    (a cluster's tail is completed from the next cluster, never scattered)."""
-    sizes = [10, 13, 25, 11, 17]
-    clusters = np.repeat(np.arange(len(sizes)), sizes).tolist()
-    dataset = make_dataset([2] * sum(sizes), clusters)
-    for drop_last in (True, False):
-        batches = list(sampler_for(dataset, 10, drop_last=drop_last))
-        assert all(len(clusters_of(dataset, batch)) <= 2 for batch in batches)
-        assert sum(len(clusters_of(dataset, batch)) == 1 for batch in batches) >= 2
+def test_full_chunks_are_single_cluster_and_only_remainders_mix() -> None:
+    """Guards the paper's composition: a cluster of >= b/n queries yields floor(size / (b/n)) single-cluster
+    chunks, and only the remainders (size mod b/n of each cluster) are pooled into mixed fill-up chunks."""
+    sizes = [10, 13, 25, 11, 17, 4]  # b = 10: remainders 0, 3, 5, 1, 7, 4 -> 20 queries in two fill-up chunks
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    dataset = make_dataset([2] * sum(sizes), clusters.tolist())
+    for epoch in range(5):
+        sampler = sampler_for(dataset, 10, drop_last=True)
+        sampler.set_epoch(epoch)
+        batches = sampler.epoch_queries()
+        batch_clusters = clusters[batches]
+        pure = (batch_clusters == batch_clusters[:, :1]).all(axis=1)
+        assert pure.sum() == sum(size // 10 for size in sizes) == 6
+        per_cluster = Counter(int(batch_clusters[i, 0]) for i in np.flatnonzero(pure))
+        assert per_cluster == Counter({0: 1, 1: 1, 2: 2, 3: 1, 4: 1})
+        for batch in batches[~pure]:  # a fill-up chunk holds remainder queries only, largest remainders first
+            held = Counter(clusters[batch].tolist())
+            assert all(count <= size % 10 for cluster, count in held.items() for size in [sizes[cluster]])
+            assert len(held) <= 3
+
+
+def test_composition_reports_single_cluster_share_and_top_share() -> None:
+    """Guards the composition report against a hand count: 6 pure batches of 8, 2 fill-up batches."""
+    sizes = [10, 13, 25, 11, 17, 4]
+    dataset = make_dataset([2] * sum(sizes), np.repeat(np.arange(len(sizes)), sizes).tolist())
+    sampler = sampler_for(dataset, 10, drop_last=True)
+    composition = sampler.composition()
+    clusters = np.repeat(np.arange(len(sizes)), sizes)[sampler.epoch_queries()]
+    tops = [max(Counter(row.tolist()).values()) / 10 for row in clusters]
+    assert composition.n_batches == 8 and composition.single_cluster_share == 6 / 8
+    assert composition.mean_top_cluster_share == pytest.approx(np.mean(tops))
+    random = sampler_for(dataset, 10, topic_aware=False).composition()
+    assert random.single_cluster_share < composition.single_cluster_share
+
+
+@pytest.mark.parametrize("clusters_per_batch", [1, 2, 4])
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("topic_aware", [True, False])
+def test_no_query_twice_in_a_batch(clusters_per_batch: int, drop_last: bool, topic_aware: bool) -> None:
+    """Guards against a repeated query inside a batch (a false in-batch negative), whatever n and drop_last,
+    on tiny tables where top-ups and fill-up chunks are most of the epoch."""
+    for sizes in ([12], [5, 7], [3, 3, 2, 1, 3], [9, 1, 2], [6, 6, 6, 6, 1]):
+        clusters = np.repeat(np.arange(len(sizes)), sizes).tolist()
+        dataset = make_dataset([2] * sum(sizes), clusters)
+        for batch_size in (4, 8):
+            if batch_size > sum(sizes):
+                continue
+            sampler = sampler_for(dataset, batch_size, drop_last=drop_last, topic_aware=topic_aware,
+                                  clusters_per_batch=clusters_per_batch)
+            for epoch in range(4):
+                sampler.set_epoch(epoch)
+                batches = sampler.epoch_queries()
+                assert batches.shape == (len(sampler), batch_size)
+                assert all(len(set(batch)) == batch_size for batch in batches.tolist()), (sizes, batch_size)
+                counts = Counter(batches.ravel().tolist())
+                assert max(counts.values()) == 1 if drop_last else set(counts) == set(range(sum(sizes)))
+
+
+def test_clusters_per_batch_joins_distinct_clusters() -> None:
+    """Guards n > 1: the chunks of a batch come from n distinct clusters when no cluster dominates the epoch."""
+    sizes = [8, 16, 8, 8, 16, 8, 8, 16, 8]
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    dataset = make_dataset([2] * sum(sizes), clusters.tolist())
+    for n in (2, 4):
+        sampler = sampler_for(dataset, 16, clusters_per_batch=n)
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            for batch in clusters[sampler.epoch_queries()]:
+                chunks = batch.reshape(n, -1)
+                assert (chunks == chunks[:, :1]).all()  # every chunk of b/n is one cluster (sizes divide)
+                assert len(set(chunks[:, 0].tolist())) == n
 
 
 def test_topic_purity_beats_random_batches(uneven: Dataset) -> None:
