@@ -15,8 +15,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 
@@ -44,11 +46,12 @@ class BeirData:
         return TextStore(self.queries.dataset.select(positions), name=self.queries.name)
 
 
-def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: file not found: {path}")
-    ids: list[str] = []
-    texts: list[str] = []
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of every non-blank line of a BEIR JSON-lines file.
+
+    Raises:
+        DataFormatError: naming file and line of a line that is not a JSON object with an ``_id``.
+    """
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -59,8 +62,17 @@ def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
                 raise DataFormatError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict) or "_id" not in record:
                 raise DataFormatError(f"{path}:{line_number}: a record needs an '_id' field")
-            ids.append(str(record["_id"]))
-            texts.append(" ".join(str(record.get(f) or "").strip() for f in fields).strip())
+            yield line_number, record
+
+
+def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: file not found: {path}")
+    ids: list[str] = []
+    texts: list[str] = []
+    for _, record in jsonl_records(path):
+        ids.append(str(record["_id"]))
+        texts.append(" ".join(str(record.get(f) or "").strip() for f in fields).strip())
     if not ids:
         raise DataFormatError(f"{path}: no records")
     return TextStore(Dataset.from_dict({"id": ids, "text": texts}), name=f"{name} ({path})")

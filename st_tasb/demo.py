@@ -39,6 +39,7 @@ from typing import Any
 import faiss
 import numpy as np
 from sentence_transformers import SentenceTransformer
+from transformers import TrainerCallback
 
 from st_tasb.beir import BeirData, Qrels, load_beir
 from st_tasb.clusters import QueryClusters
@@ -48,12 +49,17 @@ from st_tasb.mining import mine_candidates
 from st_tasb.model_card import TASBModelCard, write_model_card
 from st_tasb.models import default_device
 from st_tasb.plots import (
+    plot_batch_composition,
     plot_cluster_sizes,
+    plot_dev_curve,
+    plot_encoding_speed,
     plot_loss_curves,
     plot_margins,
     plot_metrics,
 )
+from st_tasb.pseudo_queries import pseudo_queries
 from st_tasb.runs import Run, write_trec_run
+from st_tasb.sampler import BatchComposition, TopicAwareBalancedBatchSampler
 from st_tasb.scoring import score_candidates
 from st_tasb.settings import TrainingSettings
 from st_tasb.student import make_student
@@ -75,27 +81,33 @@ class DemoConfig:
         pooling: the student's pooling.
         max_seq_length: token cap of passages (teacher and student).
         dev_fraction: share of the judged queries held out for evaluation.
+        pseudo_queries: ``"title"`` or ``"first-sentence"``: add a pseudo-query of every document
+            (:func:`~st_tasb.pseudo_queries.pseudo_queries`) to the judged training queries; ``None``: none.
         top_k: BM25 depth of the candidate mining.
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
         batch_size, max_steps, learning_rate, warmup, alpha, n_bins, random_batches, uniform_pairs,
             logging_steps: the training settings (see :class:`~st_tasb.settings.TrainingSettings`).
-        max_train_queries, max_dev_queries: use at most this many queries of each split (``None``: all).
+        eval_steps: also evaluate the student on the dev queries every this many steps (the dev curve);
+            ``None``: only before and after training.
+        max_train_queries, max_dev_queries: use at most this many judged queries of each split (``None``: all).
         max_corpus: use at most this many passages: all judged ones of the chosen queries, then a fixed
             random sample of the rest (``None``: all).
+        max_pseudo_queries: use at most this many pseudo-queries, a fixed sample (``None``: all).
     """
 
-    student_layers: int = 2
+    student_layers: int = 3
     pooling: str = "mean"
     max_seq_length: int = 128
     dev_fraction: float = 0.2
-    top_k: int = 30
-    max_negatives: int = 20
-    queries_per_cluster: int = 32
+    pseudo_queries: str | None = "title"
+    top_k: int = 100
+    max_negatives: int = 100
+    queries_per_cluster: int = 160
     teacher_scale: float = 10.0
     batch_size: int = 32
-    max_steps: int = 120
+    max_steps: int = 150
     learning_rate: float = 1e-4
     warmup: float = 0.1
     alpha: float = 0.75
@@ -103,16 +115,19 @@ class DemoConfig:
     random_batches: bool = False
     uniform_pairs: bool = False
     logging_steps: int = 10
+    eval_steps: int | None = None
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
     max_corpus: int | None = None
+    max_pseudo_queries: int | None = None
 
     @classmethod
     def quick(cls) -> DemoConfig:
         """A small version for tests and a first look (about a minute on two CPU cores)."""
         return cls(
-            max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=16,
-            max_train_queries=160, max_dev_queries=60, max_corpus=800, top_k=20, max_negatives=8,
+            student_layers=2, max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=48,
+            max_train_queries=160, max_dev_queries=60, max_corpus=800, max_pseudo_queries=240, top_k=30,
+            max_negatives=20,
         )
 
     def training_settings(self, seed: int) -> TrainingSettings:
@@ -241,14 +256,16 @@ def run_demo(
     base_model = _minilm_path()
 
     data, train_qrels, dev_qrels = _load(Path(data_dir), split, config)
+    training_data, exclude = _training_data(Path(data_dir), data, train_qrels, config)
     clock.lap("load")
 
     texts_tag = _tag(Path(data_dir).resolve(), split, config.dev_fraction, config.max_train_queries,
-                     config.max_dev_queries, config.max_corpus, config.max_seq_length)
+                     config.max_dev_queries, config.max_corpus, config.max_seq_length, config.pseudo_queries,
+                     config.max_pseudo_queries)
     teacher_model = SentenceTransformer(base_model, device=default_device())
     inbatch_teacher = BiEncoderTeacher(teacher_model, passage_max_length=config.max_seq_length, similarity_fn_name="dot")
     cache = cached_embeddings(
-        inbatch_teacher, data.queries, data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
+        inbatch_teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
         show_progress_bar=show_progress_bar,
     )
     scaled = EmbeddingCache(np.asarray(cache.queries) * config.teacher_scale, cache.corpus)
@@ -256,18 +273,19 @@ def run_demo(
     clock.lap("teacher embeddings")
 
     mined = mine_candidates(
-        BeirData(data.corpus, data.queries, train_qrels), top_k=config.top_k, max_negatives=config.max_negatives,
+        training_data, top_k=config.top_k, max_negatives=config.max_negatives, exclude=exclude,
         show_progress_bar=show_progress_bar,
     )
     table = score_candidates(
-        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), mined.pairs, data.queries, data.corpus,
+        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), mined.pairs, training_data.queries,
+        training_data.corpus,
         work_dir / f"teacher-scores-{_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale)}",
         show_progress_bar=show_progress_bar,
     )
     clock.lap("mining and scoring")
 
     train_ids = table.dataset.data.column("query_id").unique()
-    train_positions = data.queries.positions(train_ids)
+    train_positions = training_data.queries.positions(train_ids)
     clusters = QueryClusters.fit_embeddings(
         np.asarray(cache.queries)[train_positions], train_ids,
         k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
@@ -279,7 +297,8 @@ def run_demo(
     student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
     runs_dir = output_dir / "runs"
     before = _evaluate(student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar)
-    teacher_metrics = _evaluate_cached(scaled, dev_data, runs_dir / "dev-teacher.trec")
+    teacher_metrics = _evaluate_cached(scaled, training_data, dev_data, runs_dir / "dev-teacher.trec")
+    speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher_model, data.corpus)}
     clock.lap("evaluation before")
 
     card = TASBModelCard(
@@ -290,13 +309,16 @@ def run_demo(
         data={
             "dataset": f"{Path(data_dir).name} (qrels split {split!r}), {len(data.corpus):,} passages",
             "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
+            "pseudo-queries": f"{len(training_data.qrels) - len(train_qrels):,} ({config.pseudo_queries or 'none'})",
             "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
             "student": f"first {config.student_layers} layers of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
         },
     )
+    curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
     training = train(
-        student, table, data.queries, data.corpus, output_dir / "model", clusters=clusters,
+        student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
         inbatch_teacher=inbatch_teacher, settings=config.training_settings(seed), card=card, local_files_only=True,
+        callbacks=[curve] if curve else None,
     )
     clock.lap("training")
 
@@ -305,31 +327,105 @@ def run_demo(
     training.card.evaluation = {"dev, student before": before, "dev, student after": after, "dev, teacher": teacher_metrics}
     write_model_card(training.model_dir, training.card)
 
+    dataset = table.training_dataset(training_data.queries, training_data.corpus, clusters)
+    settings = config.training_settings(seed)
+    sampler = TopicAwareBalancedBatchSampler(
+        dataset, config.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
+    )
     metrics = {
         "dev": {"student_before": before, "student_after": after, "teacher": teacher_metrics},
         "gain": {name: after[name] - before[name] for name in after},
-        "queries": {"train": len(train_qrels), "dev": len(dev_qrels), "trained_on": len(train_ids)},
+        "dev_curve": ([{"step": 0, **before}] + curve.points) if curve else None,
+        "queries": {
+            "train": len(train_qrels), "dev": len(dev_qrels), "pseudo": len(training_data.qrels) - len(train_qrels),
+            "trained_on": len(train_ids),
+        },
         "passages": len(data.corpus),
+        "training_passages": len(training_data.corpus),
         "training_pairs": len(table),
         "clusters": clusters.stats(config.batch_size),
+        "batch_composition": dataclasses.asdict(sampler.composition(0)),
+        "encoding_passages_per_second": speed,
         "steps": training.global_step,
         "seed": seed,
         "config": dataclasses.asdict(config),
         "seconds": clock.laps,
     }
-    plots = _plots(output_dir / "plots", clusters, table.training_dataset(data.queries, data.corpus), training, metrics)
+    plots = _plots(output_dir / "plots", clusters, dataset, training, metrics, sampler)
     metrics["seconds"]["total"] = clock.total()
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (output_dir / "training_log.json").write_text(json.dumps(training.log_history, indent=2) + "\n", encoding="utf-8")
     return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
 
 
-def _plots(folder: Path, clusters: QueryClusters, dataset: Any, training: TrainingRun, metrics: dict[str, Any]) -> list[Path]:
-    """The demo's figures: cluster sizes, margins and their bins, loss curves, dev metrics."""
+class DevCurve(TrainerCallback):
+    """A trainer callback that evaluates the student on the dev queries every ``every`` steps.
+
+    Attributes:
+        points: one ``{"step": N, **metrics}`` per evaluation.
+    """
+
+    def __init__(self, dev: BeirData, every: int, show_progress_bar: bool = False) -> None:
+        self.dev = dev
+        self.every = every
+        self.show_progress_bar = show_progress_bar
+        self.points: list[dict[str, float]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            was_training = model.training
+            run = retrieve(model, self.dev.corpus, self.dev.judged_queries(), show_progress_bar=self.show_progress_bar)
+            model.train(was_training)
+            metrics = evaluate_run(run, self.dev.qrels)
+            self.points.append({"step": state.global_step, **metrics})
+            logger.info("step %d: dev ndcg@10 %.4f", state.global_step, metrics["ndcg@10"])
+
+
+def encoding_speed(model: SentenceTransformer, corpus: TextStore, n_passages: int = 256, batch_size: int = 64) -> float:
+    """Passages per second that ``model`` encodes (the first ``n_passages`` of ``corpus``, after one warm-up batch)."""
+    texts = corpus.texts(np.arange(min(n_passages, len(corpus))))
+    model.encode(texts[:batch_size], batch_size=batch_size)
+    start = time.perf_counter()
+    model.encode(texts, batch_size=batch_size)
+    return round(len(texts) / (time.perf_counter() - start), 1)
+
+
+def _training_data(data_dir: Path, data: BeirData, train_qrels: Qrels, config: DemoConfig) -> tuple[BeirData, dict[str, list[str]]]:
+    """The training queries (judged, plus pseudo-queries) with their texts, and the documents never negative."""
+    judged = BeirData(data.corpus, data.queries, train_qrels)
+    if config.pseudo_queries is None:
+        return judged, {}
+    documents = set(data.corpus.ids.to_pylist())
+    sample = None
+    if config.max_pseudo_queries is not None and config.max_pseudo_queries < len(documents):
+        ordered = data.corpus.ids.to_pylist()
+        sample = {ordered[i] for i in np.random.default_rng(0).choice(len(ordered), config.max_pseudo_queries, replace=False)}
+    pseudo = pseudo_queries(
+        data_dir / "corpus.jsonl", source=config.pseudo_queries, skip_unusable=True, documents=documents,
+        query_documents=sample,
+    )
+    return pseudo.with_judged(judged)
+
+
+def _plots(
+    folder: Path, clusters: QueryClusters, dataset: Any, training: TrainingRun, metrics: dict[str, Any],
+    sampler: TopicAwareBalancedBatchSampler,
+) -> list[Path]:
+    """The demo's figures: cluster sizes, batch composition, margins and their bins, loss curves, dev metrics,
+    encoding speed and, with ``eval_steps``, the dev curve."""
     config, dev = metrics["config"], metrics["dev"]
     columns = dataset.data
-    return [
+    random_batches = TopicAwareBalancedBatchSampler(dataset, sampler.batch_size, drop_last=False, seed=sampler.seed,
+                                                    topic_aware=False)
+    query_cluster = sampler.index.query_cluster
+    plots = [
         plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=config["batch_size"]),
+        plot_batch_composition(
+            {name: BatchComposition.top_shares(query_cluster[s.epoch_queries(0)])
+             for name, s in (("TAS-B", sampler), ("random batches", random_batches))},
+            folder / "batch_composition.png",
+        ),
         plot_margins(
             columns.column("query_index").to_numpy(), columns.column("margin").to_numpy(), folder / "margins.png",
             n_bins=config["n_bins"], seed=metrics["seed"],
@@ -339,7 +435,16 @@ def _plots(folder: Path, clusters: QueryClusters, dataset: Any, training: Traini
             {"student before": dev["student_before"], "student after": dev["student_after"], "teacher": dev["teacher"]},
             folder / "dev_metrics.png",
         ),
+        plot_encoding_speed(
+            metrics["encoding_passages_per_second"],
+            {"student": dev["student_after"]["ndcg@10"], "teacher": dev["teacher"]["ndcg@10"]},
+            folder / "encoding_speed.png",
+        ),
     ]
+    if metrics["dev_curve"]:
+        plots.append(plot_dev_curve(metrics["dev_curve"], folder / "dev_curve.png",
+                                    reference={"teacher": dev["teacher"]["ndcg@10"]}))
+    return plots
 
 
 def _load(data_dir: Path, split: str, config: DemoConfig) -> tuple[BeirData, Qrels, Qrels]:
@@ -390,13 +495,18 @@ def _evaluate(model: SentenceTransformer, data: BeirData, run_path: Path, show_p
     return evaluate_run(run, data.qrels)
 
 
-def _evaluate_cached(cache: EmbeddingCache, data: BeirData, run_path: Path, top_k: int = 1000) -> dict[str, float]:
-    """Exact inner-product retrieval over cached embeddings (the teacher), evaluated like the student."""
+def _evaluate_cached(
+    cache: EmbeddingCache, cached: BeirData, data: BeirData, run_path: Path, top_k: int = 1000
+) -> dict[str, float]:
+    """Exact inner-product retrieval over cached embeddings (the teacher), evaluated like the student.
+
+    ``cache`` rows follow ``cached``'s query and corpus stores; ``data`` holds the evaluation corpus and queries.
+    """
     queries = data.judged_queries()
-    corpus_vectors = np.ascontiguousarray(cache.corpus, dtype=np.float32)
+    corpus_vectors = np.ascontiguousarray(cache.rows("corpus", cached.corpus.positions(data.corpus.ids)), dtype=np.float32)
     index = faiss.IndexFlatIP(corpus_vectors.shape[1])
     index.add(corpus_vectors)
-    query_vectors = np.ascontiguousarray(cache.rows("queries", data.queries.positions(queries.ids)), dtype=np.float32)
+    query_vectors = np.ascontiguousarray(cache.rows("queries", cached.queries.positions(queries.ids)), dtype=np.float32)
     scores, positions = index.search(query_vectors, min(top_k, len(data.corpus)))
     run: Run = Hits.from_unordered(positions, scores, data.corpus).to_run(queries, data.corpus)
     write_trec_run(run, run_path, tag=run_path.stem)

@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import bm25s
@@ -81,6 +81,7 @@ def mine_candidates(
     index: str | IndexConfig = "flat",
     batch_size: int = 64,
     query_max_length: int | None = None,
+    exclude: Mapping[str, Sequence[str]] | None = None,
     show_progress_bar: bool = True,
 ) -> MinedCandidates:
     """Mine (query, positive, negative) candidates for every query of ``data.qrels`` (see the module docstring).
@@ -95,6 +96,9 @@ def mine_candidates(
         positive_threshold: the lowest grade that makes a judged document a positive (>= 1).
         index: faiss index of the dense search (see :class:`~st_tasb.evaluation.IndexConfig`).
         batch_size, query_max_length: encoding settings of the dense search.
+        exclude: documents never used as a query's negatives besides its judged relevant ones, by query id
+            (near-copies of a positive, such as a pseudo-query's source document:
+            :attr:`~st_tasb.pseudo_queries.PseudoQueries.exclude`).
         show_progress_bar: show progress of indexing, encoding and retrieval.
 
     Returns:
@@ -134,7 +138,15 @@ def mine_candidates(
             )
         rankings.append(_pad(hits.positions[:, skip_top:], top_k - skip_top))
     relevant = grades >= 1
-    judged_relevant = row_of_query[qrel_queries[relevant]] * corpus_size + qrel_docs[relevant]
+    not_negative_queries, not_negative_docs = qrel_queries[relevant], qrel_docs[relevant]
+    if exclude:
+        excluded_queries = data.queries.positions([qid for qid, docs in exclude.items() for _ in docs], missing="mask")
+        excluded_docs = data.corpus.positions([doc for docs in exclude.values() for doc in docs])
+        known = excluded_queries >= 0  # queries without qrels are not mined
+        not_negative_queries = np.concatenate((not_negative_queries, excluded_queries[known]))
+        not_negative_docs = np.concatenate((not_negative_docs, excluded_docs[known]))
+    mined_row = row_of_query[not_negative_queries]
+    judged_relevant = (mined_row * corpus_size + not_negative_docs)[mined_row >= 0]
     neg_rows, neg_docs = _merge_negatives(np.stack(rankings, axis=-1), judged_relevant, corpus_size, max_negatives)
 
     pos_rows, pos_docs = row_of_query[qrel_queries[is_positive]], qrel_docs[is_positive]

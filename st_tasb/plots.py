@@ -149,6 +149,73 @@ def plot_metrics(evaluations: Mapping[str, Mapping[str, float]], path: str | Pat
     return _save(figure, path)
 
 
+def plot_batch_composition(top_shares: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """Histogram of the share of each batch's queries that come from its largest cluster, per sampler.
+
+    Args:
+        top_shares: sampler name (e.g. ``"TAS-B"``, ``"random batches"``) -> one share per batch of an epoch.
+        path: the PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    edges = np.linspace(0, 1, 21)
+    for name, shares in top_shares.items():
+        shares = np.asarray(shares)
+        axes.hist(shares, bins=edges, alpha=0.6, label=f"{name}: {np.mean(shares == 1):.0%} single-cluster batches")
+    axes.set(xlabel="share of the batch in its largest cluster", ylabel="batches", title="batch composition, one epoch")
+    axes.legend()
+    return _save(figure, path)
+
+
+def plot_dev_curve(points: Sequence[Mapping[str, float]], path: str | Path, *, metric: str = "ndcg@10",
+                   reference: Mapping[str, float] | None = None) -> Path:
+    """A dev metric against the training step, with horizontal reference lines (e.g. the teacher).
+
+    Args:
+        points: ``{"step": N, metric: value, ...}`` entries.
+        path: the PNG file to write.
+        metric: the metric drawn.
+        reference: name -> value of a horizontal line.
+
+    Returns:
+        ``path``.
+    """
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([p["step"] for p in points], [p[metric] for p in points], marker="o", label="student")
+    for name, value in (reference or {}).items():
+        axes.axhline(value, linestyle="--", color="gray")
+        axes.annotate(f"{name} {value:.3f}", (0, value), textcoords="offset points", xytext=(4, 4))
+    axes.set(xlabel="training step", ylabel=f"dev {metric}", ylim=(0, 1), title=f"dev {metric} during training")
+    return _save(figure, path)
+
+
+def plot_encoding_speed(speeds: Mapping[str, float], quality: Mapping[str, float], path: str | Path) -> Path:
+    """Passages encoded per second against dev nDCG@10, one point per model.
+
+    Args:
+        speeds: model name -> passages per second.
+        quality: model name -> dev nDCG@10.
+        path: the PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.subplots()
+    for name, speed in speeds.items():
+        axes.scatter(speed, quality[name], s=60)
+        axes.annotate(f"{name}: {speed:.0f}/s, {quality[name]:.3f}", (speed, quality[name]),
+                      textcoords="offset points", xytext=(6, -4))
+    axes.set(xlabel="passages encoded per second (CPU)", ylabel="dev nDCG@10", ylim=(0, 1),
+             title="quality against encoding speed")
+    axes.set_xlim(0, max(speeds.values()) * 1.6)
+    return _save(figure, path)
+
+
 def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -187,6 +187,21 @@ class BatchComposition:
     @classmethod
     def of(cls, clusters: np.ndarray) -> BatchComposition:
         """The composition of batches given as a ``[n_batches, batch_size]`` array of cluster ids."""
+        largest = cls.top_shares(clusters)
+        return cls(
+            n_batches=len(largest),
+            single_cluster_share=float(np.mean(largest == 1.0)),
+            mean_top_cluster_share=float(np.mean(largest)),
+        )
+
+    @staticmethod
+    def top_shares(clusters: np.ndarray) -> np.ndarray:
+        """For each batch (row of cluster ids), the share of its queries in its largest cluster.
+
+        Example:
+            >>> BatchComposition.top_shares(np.array([[3, 3, 3, 3], [1, 1, 2, 2], [5, 5, 5, 0]])).tolist()
+            [1.0, 0.5, 0.75]
+        """
         n_batches, batch_size = clusters.shape
         ordered = np.sort(clusters, axis=1).ravel()
         run_start = np.ones(len(ordered), dtype=bool)
@@ -195,12 +210,7 @@ class BatchComposition:
         starts = np.flatnonzero(run_start)
         run_length = np.diff(np.append(starts, len(ordered)))
         first_run_of_batch = np.searchsorted(starts, np.arange(n_batches) * batch_size)
-        largest = np.maximum.reduceat(run_length, first_run_of_batch)
-        return cls(
-            n_batches=n_batches,
-            single_cluster_share=float(np.mean(largest == batch_size)),
-            mean_top_cluster_share=float(np.mean(largest) / batch_size),
-        )
+        return np.maximum.reduceat(run_length, first_run_of_batch) / batch_size
 
 
 def pack_remainders(remainders: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
