@@ -128,3 +128,32 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     corpus = _read_jsonl(folder / "corpus.jsonl", ("title", "text"), "corpus")
     queries = _read_jsonl(folder / "queries.jsonl", ("text",), "queries")
     return BeirData(corpus=corpus, queries=queries, qrels=load_qrels(qrels_path))
+
+
+def write_beir(data: BeirData, folder: str | Path, split: str = "train") -> Path:
+    """Write ``data`` as a BEIR folder (``corpus.jsonl`` with empty titles, ``queries.jsonl``, ``qrels/SPLIT.tsv``).
+
+    Raises:
+        FileExistsError: if the folder already holds a ``corpus.jsonl`` (a user's data is never overwritten).
+
+    Example:
+        >>> import tempfile
+        >>> data = BeirData(TextStore.from_records([("d1", "T body")]), TextStore.from_records([("q1", "what?")]),
+        ...                 {"q1": {"d1": 1}})
+        >>> load_beir(write_beir(data, Path(tempfile.mkdtemp()) / "copy"), "train").qrels
+        {'q1': {'d1': 1}}
+    """
+    folder = Path(folder)
+    if (folder / "corpus.jsonl").exists():
+        raise FileExistsError(f"{folder / 'corpus.jsonl'} exists: choose an empty folder")
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name, store, extra in (("corpus", data.corpus, {"title": ""}), ("queries", data.queries, {})):
+        ids, texts = store.ids.to_pylist(), store.dataset.data.column("text").to_pylist()
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+            for record_id, text in zip(ids, texts):
+                handle.write(json.dumps({"_id": str(record_id), **extra, "text": text}, ensure_ascii=False) + "\n")
+    with (folder / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for qid, docs in data.qrels.items():
+            handle.writelines(f"{qid}\t{doc}\t{grade}\n" for doc, grade in docs.items())
+    return folder

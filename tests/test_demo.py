@@ -37,6 +37,12 @@ def test_demo_writes_metrics_before_and_after(demo_output: Path) -> None:
     assert metrics["steps"] == quick.max_steps and metrics["config"]["max_steps"] == quick.max_steps
     assert metrics["queries"]["dev"] == quick.max_dev_queries and metrics["passages"] == quick.max_corpus
     assert metrics["seed"] == 3 and metrics["seconds"]["total"] > 0
+    assert metrics["queries"]["pseudo"] == quick.max_pseudo_queries  # title pseudo-queries join the judged ones
+    assert quick.max_pseudo_queries < metrics["queries"]["trained_on"] <= quick.max_train_queries + quick.max_pseudo_queries
+    assert metrics["training_passages"] == quick.max_corpus + quick.max_pseudo_queries
+    composition = metrics["batch_composition"]
+    assert 0 < composition["single_cluster_share"] <= 1 and composition["mean_top_cluster_share"] >= 0.5
+    assert metrics["encoding_passages_per_second"]["student"] > metrics["encoding_passages_per_second"]["teacher"] > 0
 
 
 def test_demo_student_beats_itself_before_training(demo_output: Path) -> None:
@@ -60,11 +66,11 @@ def test_demo_model_loads_and_its_card_has_the_evaluation(demo_output: Path) -> 
 
 
 def test_demo_writes_runs_and_plots(demo_output: Path) -> None:
-    """Guards the other outputs: TREC runs of the dev queries and the four PNG figures."""
+    """Guards the other outputs: TREC runs of the dev queries and the six PNG figures."""
     runs = {name: read_trec_run(demo_output / "runs" / f"dev-{name}.trec") for name in ("student-before", "student-after", "teacher")}
     assert len({frozenset(run) for run in runs.values()}) == 1  # the same dev queries
     assert len(next(iter(runs.values()))) == DemoConfig.quick().max_dev_queries
-    for name in ("cluster_sizes", "margins", "loss", "dev_metrics"):
+    for name in ("cluster_sizes", "batch_composition", "margins", "loss", "dev_metrics", "encoding_speed"):
         data = (demo_output / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
 
