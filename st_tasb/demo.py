@@ -58,7 +58,7 @@ from st_tasb.plots import (
     plot_metrics,
 )
 from st_tasb.pseudo_queries import pseudo_queries
-from st_tasb.runs import Run, write_trec_run
+from st_tasb.runs import Run, read_trec_run, write_trec_run
 from st_tasb.sampler import BatchComposition, TopicAwareBalancedBatchSampler
 from st_tasb.scoring import score_candidates
 from st_tasb.settings import TrainingSettings
@@ -77,7 +77,7 @@ class DemoConfig:
     """The demo's settings; the defaults are the full demo, :meth:`quick` a one-minute version.
 
     Attributes:
-        student_layers: transformer layers kept for the student (the teacher has 6).
+        student_layers: the teacher's layers that the student keeps (indices; the teacher has 6, 0-5).
         pooling: the student's pooling.
         max_seq_length: token cap of passages (teacher and student).
         dev_fraction: share of the judged queries held out for evaluation.
@@ -97,7 +97,7 @@ class DemoConfig:
         max_pseudo_queries: use at most this many pseudo-queries, a fixed sample (``None``: all).
     """
 
-    student_layers: int = 3
+    student_layers: tuple[int, ...] = (0, 2, 5)
     pooling: str = "mean"
     max_seq_length: int = 128
     dev_fraction: float = 0.2
@@ -125,7 +125,7 @@ class DemoConfig:
     def quick(cls) -> DemoConfig:
         """A small version for tests and a first look (about a minute on two CPU cores)."""
         return cls(
-            student_layers=2, max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=48,
+            student_layers=(0, 5), max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=48,
             max_train_queries=160, max_dev_queries=60, max_corpus=800, max_pseudo_queries=240, top_k=30,
             max_negatives=20,
         )
@@ -296,7 +296,11 @@ def run_demo(
     dev_data = BeirData(data.corpus, data.queries, dev_qrels)
     student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
     runs_dir = output_dir / "runs"
-    before = _evaluate(student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar)
+    # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
+    before = _evaluate(
+        student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
+        reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling)}",
+    )
     teacher_metrics = _evaluate_cached(scaled, training_data, dev_data, runs_dir / "dev-teacher.trec")
     speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher_model, data.corpus)}
     clock.lap("evaluation before")
@@ -311,7 +315,7 @@ def run_demo(
             "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
             "pseudo-queries": f"{len(training_data.qrels) - len(train_qrels):,} ({config.pseudo_queries or 'none'})",
             "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
-            "student": f"first {config.student_layers} layers of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
+            "student": f"layers {list(config.student_layers)} of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
         },
     )
     curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
@@ -489,8 +493,19 @@ def _tag(*values: Any) -> str:
     return hashlib.sha256(repr(values).encode()).hexdigest()[:10]
 
 
-def _evaluate(model: SentenceTransformer, data: BeirData, run_path: Path, show_progress_bar: bool) -> dict[str, float]:
-    run = retrieve(model, data.corpus, data.judged_queries(), show_progress_bar=show_progress_bar)
+def _evaluate(
+    model: SentenceTransformer, data: BeirData, run_path: Path, show_progress_bar: bool, reuse: Path | None = None
+) -> dict[str, float]:
+    """Retrieve for the judged queries, write the TREC run and return its metrics.
+
+    With ``reuse``, a run written there earlier is copied instead of retrieving again (else it is written there).
+    """
+    if reuse is not None and (reuse / run_path.name).is_file():
+        run = read_trec_run(reuse / run_path.name)
+    else:
+        run = retrieve(model, data.corpus, data.judged_queries(), show_progress_bar=show_progress_bar)
+        if reuse is not None:
+            write_trec_run(run, reuse / run_path.name, tag=run_path.stem)
     write_trec_run(run, run_path, tag=run_path.stem)
     return evaluate_run(run, data.qrels)
 

@@ -84,7 +84,7 @@ class IdIndex:
         return len(self.ids)
 
     def positions(self, requested: IdsLike) -> np.ndarray:
-        """The position of every requested id, ``-1`` for ids not in the index (int64 array)."""
+        """The position of every requested id, ``-1`` for ids not in the index (an int32 or int64 array)."""
         requested = as_id_array(requested)
         if self._integer is not None and pa.types.is_integer(requested.type):
             return self._integer.positions(requested.to_numpy(zero_copy_only=False))
@@ -127,12 +127,12 @@ class _IntegerLookup:
         return np.unique(self.sorted[1:][duplicate])[:5].tolist()
 
     def positions(self, requested: np.ndarray) -> np.ndarray:
-        if self.table is not None:
-            offset = requested - self.low
+        if self.table is not None:  # the table's own dtype (int32 below 2**31 ids): no widening pass
+            offset = requested - self.low if self.low else requested
+            if len(offset) == 0 or (offset.min() >= 0 and offset.max() < len(self.table)):
+                return self.table[offset]
             inside = (offset >= 0) & (offset < len(self.table))
-            if inside.all():
-                return self.table[offset].astype(np.int64)
-            found = np.full(len(requested), -1, dtype=np.int64)
+            found = np.full(len(requested), -1, dtype=self.table.dtype)
             found[inside] = self.table[offset[inside]]
             return found
         slot = np.minimum(np.searchsorted(self.sorted, requested), max(self.size - 1, 0))

@@ -16,6 +16,8 @@ The sampler reads the metadata columns through ``dataset.data``, which the trans
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 INDEX_COLUMNS = ("query_index", "positive_index", "negative_index")
 SAMPLER_COLUMNS = ("query_index", "margin", "cluster")
+_PARALLEL_SORT_ROWS = 1 << 20  # fewer rows are sorted in one thread
 
 
 class ResolveTexts:
@@ -87,19 +90,19 @@ def build_training_dataset(
         ValueError: naming queries of the table that have no cluster.
     """
     data = table.dataset.data
-    query_pos = queries.positions(data.column("query_id"), missing="mask").astype(np.int32)
-    positive_pos = corpus.positions(data.column("positive_id"), missing="mask").astype(np.int32)
-    negative_pos = corpus.positions(data.column("negative_id"), missing="mask").astype(np.int32)
-    if (query_pos < 0).any() or (positive_pos < 0).any() or (negative_pos < 0).any():
+    query_pos = queries.positions(data.column("query_id"), missing="mask")
+    positive_pos = corpus.positions(data.column("positive_id"), missing="mask")
+    negative_pos = corpus.positions(data.column("negative_id"), missing="mask")
+    if min(query_pos.min(), positive_pos.min(), negative_pos.min()) < 0:
         table.validate(queries, corpus)  # raises with file:line detail
         raise AssertionError("validate() accepted ids that TextStore.positions rejected")  # pragma: no cover
 
+    pairs_of_query = np.bincount(query_pos, minlength=len(queries))
     if clusters is None:
         cluster_of_query = np.full(len(queries), -1, dtype=np.int32)
     else:
-        cluster_of_query = clusters.cluster_of(queries.ids)
-        in_table = np.bincount(query_pos, minlength=len(queries)) > 0
-        unclustered = np.flatnonzero(in_table & (cluster_of_query < 0))
+        cluster_of_query = clusters.cluster_of(queries.ids).astype(np.int32, copy=False)
+        unclustered = np.flatnonzero((pairs_of_query > 0) & (cluster_of_query < 0))
         if len(unclustered):
             missing_ids = queries.ids.take(pa.array(unclustered[:5])).to_pylist()
             raise ValueError(
@@ -108,19 +111,21 @@ def build_training_dataset(
             )
 
     margin = data.column("margin").to_numpy().astype(np.float32, copy=False)
-    order = sort_by_query_and_margin(query_pos, margin)
-    query_sorted = query_pos[order]
+    order = sort_by_query_and_margin(query_pos, margin, pairs_of_query)
     del query_pos
+    # sorted by query: the query and cluster columns are runs, written without a gather
+    present = np.flatnonzero(pairs_of_query)
+    runs = pairs_of_query[present]
     arrow = pa.table(
         {
-            "query_index": pa.array(query_sorted),
-            "positive_index": pa.array(positive_pos[order]),
-            "negative_index": pa.array(negative_pos[order]),
+            "query_index": pa.array(np.repeat(present.astype(np.int32), runs)),
+            "positive_index": pa.array(positive_pos.astype(np.int32, copy=False)[order]),
+            "negative_index": pa.array(negative_pos.astype(np.int32, copy=False)[order]),
             "margin": pa.array(margin[order]),
-            "cluster": pa.array(cluster_of_query[query_sorted].astype(np.int32, copy=False)),
+            "cluster": pa.array(np.repeat(cluster_of_query[present], runs)),
         }
     )
-    del order, query_sorted, positive_pos, negative_pos
+    del order, positive_pos, negative_pos
     # an explicit fingerprint: without one, datasets hashes every row (seconds and GBs at MS MARCO size)
     dataset = Dataset(InMemoryTable(arrow), fingerprint=generate_random_fingerprint())
     if cache_dir is not None:
@@ -130,22 +135,55 @@ def build_training_dataset(
     return dataset
 
 
-def sort_by_query_and_margin(query_pos: np.ndarray, margin: np.ndarray) -> np.ndarray:
-    """The row order by ascending query position, then ascending margin (one 64-bit key sort).
+def sort_by_query_and_margin(
+    query_pos: np.ndarray, margin: np.ndarray, pairs_of_query: np.ndarray | None = None, threads: int | None = None
+) -> np.ndarray:
+    """The row order by ascending query position, then ascending margin.
 
-    The key is the query position in the high 32 bits and the float32 margin's bits, mapped so that
-    unsigned order is numeric order, in the low 32 bits: one argsort instead of a two-key lexsort.
+    One 64-bit key per row: the query position in the high 32 bits and the float32 margin's bits, mapped so
+    that unsigned order is numeric order, in the low 32 bits. With several threads, the rows are first split
+    into ranges of queries holding about equal numbers of rows, and each range's keys are argsorted in its own
+    thread (numpy sorts without the GIL); concatenated, the ranges give the global order.
+
+    Args:
+        query_pos: the query position of every row (non-negative integers).
+        margin: the margin of every row.
+        pairs_of_query: ``np.bincount(query_pos)`` when the caller has it.
+        threads: sorting threads (default: the CPUs this process may use, one below a million rows).
 
     Example:
         >>> sort_by_query_and_margin(np.array([1, 0, 1, 0]), np.array([-2.0, 3.0, -5.0, -0.5], dtype=np.float32)).tolist()
         [3, 1, 2, 0]
     """
+    key = query_pos.astype(np.uint64)
+    key <<= np.uint64(32)
     bits = np.ascontiguousarray(margin, dtype=np.float32).view(np.uint32)
-    negative = (bits >> np.uint32(31)).astype(bool)
-    sortable = np.where(negative, ~bits, bits | np.uint32(0x80000000))
-    key = (query_pos.astype(np.uint64) << np.uint64(32)) | sortable.astype(np.uint64)
-    del bits, negative, sortable
-    return np.argsort(key)
+    sortable = bits >> np.uint32(31)  # 1 for negative margins: flip every bit; else flip the sign bit only
+    sortable *= np.uint32(0x7FFFFFFF)
+    sortable |= np.uint32(0x80000000)
+    sortable ^= bits
+    key |= sortable
+    del sortable
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if len(key) >= _PARALLEL_SORT_ROWS else 1
+    if threads < 2:
+        return np.argsort(key)
+    counts = np.bincount(query_pos) if pairs_of_query is None else pairs_of_query
+    # query ranges of about len / threads rows each; a range of rows is then rows with keys in a key range
+    boundary = np.searchsorted(np.cumsum(counts), np.arange(1, threads) * (len(key) / threads))
+    part = np.searchsorted(boundary.astype(np.int64), query_pos, side="right").astype(np.uint8)
+    rows = np.argsort(part, kind="stable")  # a radix pass: the rows of each range, in order
+    ends = np.cumsum(np.bincount(part, minlength=threads))
+    del part
+    starts = np.concatenate(([0], ends[:-1]))
+
+    def sort_range(index: int) -> None:
+        chunk = rows[starts[index] : ends[index]]
+        chunk[:] = chunk[np.argsort(key[chunk])]
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(sort_range, range(threads)))
+    return rows
 
 
 def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:

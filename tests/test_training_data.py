@@ -98,3 +98,18 @@ def test_one_key_sort_equals_lexsort_including_signed_zero_and_negatives() -> No
     reference = np.lexsort((margin, query))
     np.testing.assert_array_equal(query[order], query[reference])
     np.testing.assert_array_equal(margin[order], margin[reference])
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_threaded_sort_equals_lexsort(threads: int) -> None:
+    """Guards the query-range split of the threaded sort: ranges in query order, skewed query sizes, empty ranges
+    (7 threads over 3 queries) and every row exactly once."""
+    rng = np.random.default_rng(1)
+    query = np.concatenate([np.zeros(30_000, dtype=np.int32), rng.integers(0, 3, 20_000).astype(np.int32)])
+    rng.shuffle(query)
+    margin = rng.normal(size=len(query)).astype(np.float32)
+    order = sort_by_query_and_margin(query, margin, threads=threads)
+    assert np.array_equal(np.sort(order), np.arange(len(query)))
+    reference = np.lexsort((margin, query))
+    np.testing.assert_array_equal(query[order], query[reference])
+    np.testing.assert_array_equal(margin[order], margin[reference])

@@ -17,11 +17,16 @@ class DemoArguments:
     seed: int = option(0, help="training seed (the train/dev split is fixed by a hash of the query ids)")
     quick: bool = option(False, help="a one-minute version: fewer queries and passages, shorter texts, a few steps")
     split: str = option("train", help="qrels split whose queries are split into train and dev")
-    student_layers: int | None = option(None, help="transformer layers of the student (default: 3, quick: 2)")
+    student_layers: list[int] | None = option(
+        None, help="the teacher's layers (0-5) that the student keeps (default: 0 2 5, quick: 0 5)"
+    )
     max_steps: int | None = option(None, help="training steps (default: 150, quick: 12)")
     batch_size: int | None = option(None, help="queries per batch (default: 32, quick: 16)")
     learning_rate: float | None = option(None, help="peak learning rate (default: 1e-4)")
     alpha: float | None = option(None, help="weight of the in-batch term (default: 0.75)")
+    work_dir: str | None = option(
+        None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
+    )
     eval_steps: int | None = option(None, help="also evaluate on the dev queries every N steps (the dev curve, plots/dev_curve.png)")
     random_batches: bool = option(False, help="ablation: random query batches instead of topic clusters")
     uniform_pairs: bool = option(False, help="ablation: uniform instead of margin-balanced pair sampling")
@@ -39,8 +44,10 @@ def run(args: DemoArguments) -> int:
         for name in ("student_layers", "max_steps", "batch_size", "learning_rate", "alpha", "eval_steps")
         if getattr(args, name) is not None
     }
+    if "student_layers" in overrides:
+        overrides["student_layers"] = tuple(overrides["student_layers"])
     config = replace(config, random_batches=args.random_batches, uniform_pairs=args.uniform_pairs, **overrides)
-    result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split)
+    result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir)
     dev = result.metrics["dev"]
     print(f"dev ({result.metrics['queries']['dev']} queries)        " + "  ".join(f"{m:>11}" for m in dev["student_after"]))
     for name, values in dev.items():
