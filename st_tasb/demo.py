@@ -38,6 +38,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
@@ -107,7 +108,7 @@ class DemoConfig:
     queries_per_cluster: int = 160
     teacher_scale: float = 10.0
     batch_size: int = 32
-    max_steps: int = 150
+    max_steps: int = 100
     learning_rate: float = 1e-4
     warmup: float = 0.1
     alpha: float = 0.75
@@ -272,12 +273,18 @@ def run_demo(
     inbatch_teacher.cache = scaled
     clock.lap("teacher embeddings")
 
-    mined = mine_candidates(
-        training_data, top_k=config.top_k, max_negatives=config.max_negatives, exclude=exclude,
-        show_progress_bar=show_progress_bar,
-    )
+    candidates_file = work_dir / f"candidates-{_tag(texts_tag, config.top_k, config.max_negatives)}.parquet"
+    if candidates_file.is_file():  # BM25 mining depends on the texts and depths only: runs sharing work_dir reuse it
+        pairs = Dataset.from_parquet(str(candidates_file), cache_dir=str(work_dir / "datasets-cache"))
+    else:
+        pairs = mine_candidates(
+            training_data, top_k=config.top_k, max_negatives=config.max_negatives, exclude=exclude,
+            show_progress_bar=show_progress_bar,
+        ).pairs
+        work_dir.mkdir(parents=True, exist_ok=True)
+        pairs.to_parquet(str(candidates_file))
     table = score_candidates(
-        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), mined.pairs, training_data.queries,
+        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), pairs, training_data.queries,
         training_data.corpus,
         work_dir / f"teacher-scores-{_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale)}",
         show_progress_bar=show_progress_bar,

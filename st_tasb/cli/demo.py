@@ -20,7 +20,7 @@ class DemoArguments:
     student_layers: list[int] | None = option(
         None, help="the teacher's layers (0-5) that the student keeps (default: 0 2 5, quick: 0 5)"
     )
-    max_steps: int | None = option(None, help="training steps (default: 150, quick: 12)")
+    max_steps: int | None = option(None, help="training steps (default: 100, quick: 12)")
     batch_size: int | None = option(None, help="queries per batch (default: 32, quick: 16)")
     learning_rate: float | None = option(None, help="peak learning rate (default: 1e-4)")
     alpha: float | None = option(None, help="weight of the in-batch term (default: 0.75)")
