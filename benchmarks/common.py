@@ -76,30 +76,43 @@ class Phase:
     cpu_seconds: float = 0.0
     rss_before: int = 0
     peak_above: int = 0
+    anonymous_peak_above: int | None = None
+
+
+def anonymous_bytes() -> int:
+    """Resident anonymous memory (``RssAnon``): RSS without the pages of memory-mapped files, which the
+    kernel can drop and reread, so they are not memory the process holds on to."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no RssAnon in /proc/self/status")
 
 
 class _RssSampler(threading.Thread):
-    def __init__(self, interval: float = 0.005) -> None:
+    def __init__(self, read=rss_bytes, interval: float = 0.005) -> None:
         super().__init__(daemon=True)
+        self.read = read
         self.interval = interval
-        self.peak = rss_bytes()
+        self.peak = read()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        process = psutil.Process()
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, process.memory_info().rss)
+            self.peak = max(self.peak, self.read())
             time.sleep(self.interval)
 
     def stop(self) -> int:
         self._stop_event.set()
         self.join()
-        return max(self.peak, rss_bytes())
+        return max(self.peak, self.read())
 
 
 @contextmanager
-def measure(name: str) -> Iterator[Phase]:
+def measure(name: str, anonymous: bool = False) -> Iterator[Phase]:
     """Time the block and record its peak RSS above the RSS at its start.
+
+    With ``anonymous``, also sample the peak of anonymous memory (:func:`anonymous_bytes`) above its start.
 
     Example:
         >>> with measure("allocate") as phase:
@@ -112,6 +125,10 @@ def measure(name: str) -> Iterator[Phase]:
     sampler = None if exact else _RssSampler()
     if sampler is not None:
         sampler.start()
+    anonymous_before = anonymous_bytes() if anonymous else 0
+    anonymous_sampler = _RssSampler(anonymous_bytes) if anonymous else None
+    if anonymous_sampler is not None:
+        anonymous_sampler.start()
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     try:
         yield phase
@@ -120,6 +137,8 @@ def measure(name: str) -> Iterator[Phase]:
         phase.cpu_seconds = _cpu_seconds() - cpu_start
         peak = (_hwm_bytes() or rss_bytes()) if sampler is None else sampler.stop()
         phase.peak_above = max(0, peak - phase.rss_before)
+        if anonymous_sampler is not None:
+            phase.anonymous_peak_above = max(0, anonymous_sampler.stop() - anonymous_before)
 
 
 @dataclass

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from st_tasb.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
     from st_tasb.metrics import evaluate_run
     from st_tasb.mining import mine_candidates
-    from st_tasb.sampler import PairIndex, TopicAwareBalancedBatchSampler
+    from st_tasb.pseudo_queries import PseudoQueries, pseudo_queries
+    from st_tasb.sampler import BatchComposition, PairIndex, TopicAwareBalancedBatchSampler
     from st_tasb.scoring import score_candidates
     from st_tasb.settings import TrainingSettings
     from st_tasb.student import make_student
@@ -46,7 +47,8 @@ _MODULES = {
     "st_tasb.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
     "st_tasb.metrics": ("evaluate_run",),
     "st_tasb.mining": ("mine_candidates",),
-    "st_tasb.sampler": ("PairIndex", "TopicAwareBalancedBatchSampler"),
+    "st_tasb.pseudo_queries": ("PseudoQueries", "pseudo_queries"),
+    "st_tasb.sampler": ("BatchComposition", "PairIndex", "TopicAwareBalancedBatchSampler"),
     "st_tasb.scoring": ("score_candidates",),
     "st_tasb.settings": ("TrainingSettings",),
     "st_tasb.student": ("make_student",),
@@ -66,6 +68,7 @@ _MODULES = {
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "BatchComposition",
     "BeirData",
     "BiEncoderTeacher",
     "CachedDualTeacherMarginMSELoss",
@@ -79,6 +82,7 @@ __all__ = [
     "MissingScoreError",
     "PairIndex",
     "PrecomputedTeacher",
+    "PseudoQueries",
     "QueryClusters",
     "TASBDataCollator",
     "TeacherScoreTable",
@@ -93,6 +97,7 @@ __all__ = [
     "load_qrels",
     "make_student",
     "mine_candidates",
+    "pseudo_queries",
     "retrieve",
     "score_candidates",
 ]

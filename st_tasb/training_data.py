@@ -90,13 +90,15 @@ def build_training_dataset(
         ValueError: naming queries of the table that have no cluster.
     """
     data = table.dataset.data
-    query_pos = queries.positions(data.column("query_id"), missing="mask")
-    positive_pos = corpus.positions(data.column("positive_id"), missing="mask")
-    negative_pos = corpus.positions(data.column("negative_id"), missing="mask")
-    if min(query_pos.min(), positive_pos.min(), negative_pos.min()) < 0:
-        table.validate(queries, corpus)  # raises with file:line detail
-        raise AssertionError("validate() accepted ids that TextStore.positions rejected")  # pragma: no cover
 
+    def positions(store: TextStore, column: str) -> np.ndarray:
+        found = store.positions(data.column(column), missing="mask")
+        if len(found) and found.min() < 0:
+            table.validate(queries, corpus)  # raises with file:line detail
+            raise AssertionError("validate() accepted ids that TextStore.positions rejected")  # pragma: no cover
+        return found
+
+    query_pos = positions(queries, "query_id")
     pairs_of_query = np.bincount(query_pos, minlength=len(queries))
     if clusters is None:
         cluster_of_query = np.full(len(queries), -1, dtype=np.int32)
@@ -113,19 +115,25 @@ def build_training_dataset(
     margin = data.column("margin").to_numpy().astype(np.float32, copy=False)
     order = sort_by_query_and_margin(query_pos, margin, pairs_of_query)
     del query_pos
-    # sorted by query: the query and cluster columns are runs, written without a gather
+    # sorted by query, the query and cluster columns are runs, written without a gather
     present = np.flatnonzero(pairs_of_query)
     runs = pairs_of_query[present]
-    arrow = pa.table(
-        {
-            "query_index": pa.array(np.repeat(present.astype(np.int32), runs)),
-            "positive_index": pa.array(positive_pos.astype(np.int32, copy=False)[order]),
-            "negative_index": pa.array(negative_pos.astype(np.int32, copy=False)[order]),
-            "margin": pa.array(margin[order]),
-            "cluster": pa.array(np.repeat(cluster_of_query[present], runs)),
+    def passages_in_order(name: str) -> np.ndarray:
+        return positions(corpus, f"{name}_id").astype(np.int32, copy=False)[order]
+
+    with ThreadPoolExecutor(2) as pool:  # lookups and gathers release the GIL: the columns side by side
+        positives, negatives = pool.submit(passages_in_order, "positive"), pool.submit(passages_in_order, "negative")
+        sorted_margin = pool.submit(np.take, margin, order)
+        columns = {
+            "query_index": np.repeat(present.astype(np.int32), runs),
+            "positive_index": positives.result(),
+            "negative_index": negatives.result(),
+            "margin": sorted_margin.result(),
+            "cluster": np.repeat(cluster_of_query[present], runs),
         }
-    )
-    del order, positive_pos, negative_pos
+    del order, margin
+    arrow = pa.table({name: pa.array(values) for name, values in columns.items()})
+    del columns
     # an explicit fingerprint: without one, datasets hashes every row (seconds and GBs at MS MARCO size)
     dataset = Dataset(InMemoryTable(arrow), fingerprint=generate_random_fingerprint())
     if cache_dir is not None:
@@ -141,9 +149,10 @@ def sort_by_query_and_margin(
     """The row order by ascending query position, then ascending margin.
 
     One 64-bit key per row: the query position in the high 32 bits and the float32 margin's bits, mapped so
-    that unsigned order is numeric order, in the low 32 bits. With several threads, the rows are first split
-    into ranges of queries holding about equal numbers of rows, and each range's keys are argsorted in its own
-    thread (numpy sorts without the GIL); concatenated, the ranges give the global order.
+    that unsigned order is numeric order, in the low 32 bits; one argsort instead of a two-key lexsort. With
+    several threads the rows are split into ranges of queries holding about equal numbers of rows, and each
+    thread builds and argsorts its range's keys (numpy sorts without the GIL); the ranges, concatenated in
+    query order, give the global order.
 
     Args:
         query_pos: the query position of every row (non-negative integers).
@@ -155,6 +164,26 @@ def sort_by_query_and_margin(
         >>> sort_by_query_and_margin(np.array([1, 0, 1, 0]), np.array([-2.0, 3.0, -5.0, -0.5], dtype=np.float32)).tolist()
         [3, 1, 2, 0]
     """
+    n = len(query_pos)
+    if threads is None:
+        threads = min(len(os.sched_getaffinity(0)), 255) if n >= _PARALLEL_SORT_ROWS else 1
+    if threads < 2:
+        return np.argsort(_sort_key(query_pos, margin))
+    counts = np.bincount(query_pos) if pairs_of_query is None else pairs_of_query
+    # query ranges of about n / threads rows each: the range of every query, then of every row
+    range_of_query = np.minimum(np.cumsum(counts) * threads // max(n, 1), threads - 1).astype(np.uint8)
+    range_of_row = range_of_query[query_pos]
+
+    def sort_range(index: int) -> np.ndarray:
+        rows = np.flatnonzero(range_of_row == index)
+        return rows[np.argsort(_sort_key(query_pos[rows], margin[rows]))]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return np.concatenate(list(pool.map(sort_range, range(threads))))
+
+
+def _sort_key(query_pos: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """``query << 32 | margin bits``, the bits mapped so that unsigned order is the floats' order."""
     key = query_pos.astype(np.uint64)
     key <<= np.uint64(32)
     bits = np.ascontiguousarray(margin, dtype=np.float32).view(np.uint32)
@@ -163,27 +192,7 @@ def sort_by_query_and_margin(
     sortable |= np.uint32(0x80000000)
     sortable ^= bits
     key |= sortable
-    del sortable
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if len(key) >= _PARALLEL_SORT_ROWS else 1
-    if threads < 2:
-        return np.argsort(key)
-    counts = np.bincount(query_pos) if pairs_of_query is None else pairs_of_query
-    # query ranges of about len / threads rows each; a range of rows is then rows with keys in a key range
-    boundary = np.searchsorted(np.cumsum(counts), np.arange(1, threads) * (len(key) / threads))
-    part = np.searchsorted(boundary.astype(np.int64), query_pos, side="right").astype(np.uint8)
-    rows = np.argsort(part, kind="stable")  # a radix pass: the rows of each range, in order
-    ends = np.cumsum(np.bincount(part, minlength=threads))
-    del part
-    starts = np.concatenate(([0], ends[:-1]))
-
-    def sort_range(index: int) -> None:
-        chunk = rows[starts[index] : ends[index]]
-        chunk[:] = chunk[np.argsort(key[chunk])]
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(sort_range, range(threads)))
-    return rows
+    return key
 
 
 def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:

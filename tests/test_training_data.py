@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from st_tasb.clusters import QueryClusters
@@ -113,3 +114,16 @@ def test_threaded_sort_equals_lexsort(threads: int) -> None:
     reference = np.lexsort((margin, query))
     np.testing.assert_array_equal(query[order], query[reference])
     np.testing.assert_array_equal(margin[order], margin[reference])
+
+
+def test_many_chunk_id_columns_find_the_same_positions() -> None:
+    """Guards the grouped lookup of a column in many small chunks (Parquet-loaded tables): same positions as
+    one array, unknown ids still -1."""
+    from st_tasb.texts import IdIndex, _chunk_groups
+
+    index = IdIndex(np.arange(100, 200))
+    requested = np.concatenate([np.arange(150, 250), np.arange(99, 120)])
+    chunked = pa.chunked_array([requested[i : i + 7] for i in range(0, len(requested), 7)])
+    expected = index.positions(requested)
+    np.testing.assert_array_equal(index.positions(chunked), expected)
+    assert [sum(map(len, g)) for g in _chunk_groups(chunked.chunks, 50)] == [56, 56, 9]
