@@ -122,18 +122,21 @@ class PairIndex:
         if (np.maximum.reduceat(cluster, query_start) != np.minimum.reduceat(cluster, query_start)).any():
             raise ValueError("a query's pairs carry different clusters")
 
-        # bin of every row, relative to its own query's margin range (in chunks: bounded float64 temporaries)
+        # bin of every row, relative to its own query's margin range (whole queries at a time: bounded float64
+        # temporaries, each query's minimum and scale repeated over its rows)
+        query_length = query_end - query_start
         low = margin[query_start].astype(np.float64)
         span = margin[query_end - 1].astype(np.float64) - low
         scale = np.divide(n_bins, span, out=np.zeros_like(span), where=span > 0)
         bins = np.empty(n_rows, dtype=np.int32)
-        queries_before = 0
-        for start in range(0, n_rows, _CHUNK_ROWS):
-            stop = min(start + _CHUNK_ROWS, n_rows)
-            query = np.cumsum(new_query[start:stop], dtype=np.int64) + (queries_before - 1)
-            chunk_bins = (margin[start:stop] - low[query]) * scale[query]
-            bins[start:stop] = np.minimum(chunk_bins, n_bins - 1)
-            queries_before = int(query[-1]) + 1
+        bounds = np.unique(np.append(np.searchsorted(query_start, np.arange(0, n_rows, _CHUNK_ROWS)), len(query_start)))
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            rows = slice(query_start[first], query_end[last - 1])
+            values = margin[rows].astype(np.float64)
+            values -= np.repeat(low[first:last], query_length[first:last])
+            values *= np.repeat(scale[first:last], query_length[first:last])
+            np.minimum(values, n_bins - 1, out=values)
+            bins[rows] = values
 
         new_bin = new_query  # reused in place: a bin run starts at a new query or a new bin
         new_bin[1:] |= bins[1:] != bins[:-1]
@@ -144,7 +147,7 @@ class PairIndex:
         query_bin_offset = np.concatenate(([0], np.cumsum(query_bin_count)[:-1]))
         return cls(
             query_start=query_start,
-            query_length=query_end - query_start,
+            query_length=query_length,
             query_cluster=query_cluster.astype(np.int64),
             bin_start=bin_start,
             bin_length=bin_length,

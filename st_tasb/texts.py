@@ -124,16 +124,21 @@ class _IntegerLookup:
         self.size = len(ids)
         self.low = int(ids.min()) if len(ids) else 0
         span = int(ids.max()) - self.low + 1 if len(ids) else 0
+        self.dtype = np.int32 if len(ids) < 2**31 else np.int64  # positions: no wider than needed
         self.table: np.ndarray | None = None
-        if span <= self.DENSE_SPAN_FACTOR * max(len(ids), 1 << 16):
-            self.table = np.full(span, -1, dtype=np.int32 if len(ids) < 2**31 else np.int64)
-            self.table[ids - self.low] = np.arange(len(ids), dtype=self.table.dtype)
-        else:
+        # ids low, low + 1, ... in order (MS MARCO's passage ids): a position is the id minus low, no table
+        self.consecutive = span == len(ids) and bool(np.all(np.diff(ids) == 1))
+        if not self.consecutive and span <= self.DENSE_SPAN_FACTOR * max(len(ids), 1 << 16):
+            self.table = np.full(span, -1, dtype=self.dtype)
+            self.table[ids - self.low] = np.arange(len(ids), dtype=self.dtype)
+        elif not self.consecutive:
             self.order = np.argsort(ids, kind="stable")
             self.sorted = ids[self.order]
 
     def repeated(self) -> list[int]:
         """Up to five ids that occur more than once."""
+        if self.consecutive:
+            return []
         if self.table is not None:
             if int(np.count_nonzero(self.table >= 0)) == self.size:
                 return []
@@ -143,8 +148,13 @@ class _IntegerLookup:
         return np.unique(self.sorted[1:][duplicate])[:5].tolist()
 
     def positions(self, requested: np.ndarray) -> np.ndarray:
-        if self.table is not None:  # the table's own dtype (int32 below 2**31 ids): no widening pass
-            offset = requested - self.low if self.low else requested
+        offset = requested - self.low if self.low else requested
+        if self.consecutive:
+            found = offset.astype(self.dtype)
+            if len(offset) and (offset.min() < 0 or offset.max() >= self.size):
+                found[(offset < 0) | (offset >= self.size)] = -1
+            return found
+        if self.table is not None:
             if len(offset) == 0 or (offset.min() >= 0 and offset.max() < len(self.table)):
                 return self.table[offset]
             inside = (offset >= 0) & (offset < len(self.table))

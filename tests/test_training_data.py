@@ -127,3 +127,18 @@ def test_many_chunk_id_columns_find_the_same_positions() -> None:
     expected = index.positions(requested)
     np.testing.assert_array_equal(index.positions(chunked), expected)
     assert [sum(map(len, g)) for g in _chunk_groups(chunked.chunks, 50)] == [56, 56, 9]
+
+
+def test_consecutive_integer_ids_are_their_own_positions() -> None:
+    """Guards the table-free lookup of ids low, low + 1, ... (MS MARCO passage ids): the same positions as a
+    general index, unknown ids -1 on both sides of the range, and repeated ids still refused."""
+    from st_tasb.texts import IdIndex
+
+    consecutive, shuffled = IdIndex(np.arange(7, 107)), IdIndex(np.random.default_rng(0).permutation(np.arange(7, 107)))
+    assert consecutive._integer.consecutive and not shuffled._integer.consecutive
+    requested = np.array([7, 106, 6, 107, 50, -3])
+    assert consecutive.positions(requested).tolist() == [0, 99, -1, -1, 43, -1]
+    order = np.asarray(shuffled.ids)
+    assert order[shuffled.positions(requested[[0, 1, 4]])].tolist() == [7, 106, 50]
+    with pytest.raises(ValueError, match="repeated ids include \\[8\\]"):
+        IdIndex(np.array([7, 8, 8, 9]))
