@@ -11,9 +11,9 @@ from its metadata columns with a few vectorised passes (no loop over rows):
 One epoch visits every query once (Hofstätter et al. sample clusters with replacement and have no epochs;
 an epoch is what the Trainer expects), and inside it batches are composed as the paper draws them. Every
 cluster's queries are shuffled and cut into chunks of ``c = batch_size // clusters_per_batch``; each full
-chunk holds one cluster. Only each cluster's remainder (fewer than ``c`` queries) is pooled: the remainders,
-largest first, are cut into fill-up chunks, as the paper fills a batch from another cluster when one runs
-short, so a fill-up chunk mixes few clusters. ``clusters_per_batch`` chunks of distinct clusters (where the
+chunk holds one cluster. Only each cluster's remainder (fewer than ``c`` queries) is pooled: the remainders
+are packed, largest first, into fill-up chunks that mix as few clusters as they can (:func:`pack_remainders`),
+as the paper fills a batch from another cluster when one runs short. ``clusters_per_batch`` chunks of distinct clusters (where the
 sizes allow) make a batch, and the batches are shuffled. For every query of a batch one pair is drawn:
 balanced sampling picks a non-empty margin bin uniformly, then a pair uniformly inside it; uniform
 sampling picks any of the query's pairs. :meth:`TopicAwareBalancedBatchSampler.composition` reports how
@@ -254,10 +254,6 @@ def pack_remainders(remainders: np.ndarray, chunk_size: int) -> tuple[np.ndarray
     return pairs[:, 0], pairs[:, 1]
 
 
-def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
-    return np.cumsum(values) - values
-
-
 class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
     """TAS-Balanced batches: one topic cluster per batch, one margin-balanced pair per query.
 
@@ -396,16 +392,11 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
         first = np.cumsum(members) - members
         in_full_chunk = np.arange(len(order)) - first[rank_sorted] < members[rank_sorted] // size * size
         full = order[in_full_chunk].reshape(-1, size)
+        remainder = order[~in_full_chunk]  # still grouped by cluster rank
         seg_rank, seg_count = pack_remainders(members % size, size)  # fill-up chunks as (cluster, queries) runs
-        by_rank = np.argsort(seg_rank, kind="stable")  # a cluster's runs, in the order they were taken
-        counts = seg_count[by_rank]
-        before = _exclusive_cumsum(counts)
-        new_rank = np.ones(len(by_rank), dtype=bool)
-        new_rank[1:] = seg_rank[by_rank][1:] != seg_rank[by_rank][:-1]
-        offset = np.empty_like(seg_count)
-        offset[by_rank] = before - np.maximum.accumulate(np.where(new_rank, before, 0))
-        start = first[seg_rank] + members[seg_rank] // size * size + offset  # into ``order``
-        left = order[np.repeat(start - _exclusive_cumsum(seg_count), seg_count) + np.arange(seg_count.sum())]
+        by_rank = np.argsort(seg_rank, kind="stable")  # each cluster's runs, in the order they were taken
+        run_of_query = np.repeat(by_rank, seg_count[by_rank])
+        left = remainder[np.argsort(run_of_query, kind="stable")]
         cut = len(left) - len(left) % size
         return np.concatenate((full, left[:cut].reshape(-1, size))), left[cut:]
 

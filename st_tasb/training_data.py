@@ -146,7 +146,7 @@ def build_training_dataset(
 def sort_by_query_and_margin(
     query_pos: np.ndarray, margin: np.ndarray, pairs_of_query: np.ndarray | None = None, threads: int | None = None
 ) -> np.ndarray:
-    """The row order by ascending query position, then ascending margin.
+    """The row order by ascending query position, then ascending margin, then row (the same for any ``threads``).
 
     One 64-bit key per row: the query position in the high 32 bits and the float32 margin's bits, mapped so
     that unsigned order is numeric order, in the low 32 bits; one argsort instead of a two-key lexsort. With
@@ -168,7 +168,7 @@ def sort_by_query_and_margin(
     if threads is None:
         threads = min(len(os.sched_getaffinity(0)), 255) if n >= _PARALLEL_SORT_ROWS else 1
     if threads < 2:
-        return np.argsort(_sort_key(query_pos, margin))
+        return _argsort_ties_by_row(_sort_key(query_pos, margin))
     counts = np.bincount(query_pos) if pairs_of_query is None else pairs_of_query
     # query ranges of about n / threads rows each: the range of every query, then of every row
     range_of_query = np.minimum(np.cumsum(counts) * threads // max(n, 1), threads - 1).astype(np.uint8)
@@ -176,10 +176,28 @@ def sort_by_query_and_margin(
 
     def sort_range(index: int) -> np.ndarray:
         rows = np.flatnonzero(range_of_row == index)
-        return rows[np.argsort(_sort_key(query_pos[rows], margin[rows]))]
+        return rows[_argsort_ties_by_row(_sort_key(query_pos[rows], margin[rows]))]
 
     with ThreadPoolExecutor(threads) as pool:
         return np.concatenate(list(pool.map(sort_range, range(threads))))
+
+
+def _argsort_ties_by_row(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key)`` with equal keys in row order, so that the order does not depend on how the rows were
+    split across threads (numpy's fast argsort is not stable; equal keys are rare, so only they are re-sorted)."""
+    order = np.argsort(key)
+    ordered = key[order]
+    tie = ordered[1:] == ordered[:-1]
+    if not tie.any():
+        return order
+    run_start = np.ones(len(order), dtype=bool)
+    run_start[1:] = ~tie
+    in_run = ~run_start
+    in_run[:-1] |= tie
+    members = np.flatnonzero(in_run)
+    rows = order[members]
+    order[members] = rows[np.lexsort((rows, np.cumsum(run_start[members])))]
+    return order
 
 
 def _sort_key(query_pos: np.ndarray, margin: np.ndarray) -> np.ndarray:

@@ -142,3 +142,14 @@ def test_consecutive_integer_ids_are_their_own_positions() -> None:
     assert order[shuffled.positions(requested[[0, 1, 4]])].tolist() == [7, 106, 50]
     with pytest.raises(ValueError, match="repeated ids include \\[8\\]"):
         IdIndex(np.array([7, 8, 8, 9]))
+
+
+def test_equal_margins_keep_row_order_whatever_the_threads() -> None:
+    """Guards reproducibility across machines: rows with the same query and margin come out in row order, so a
+    different number of sorting threads cannot change the training dataset (and the batches of a seed)."""
+    rng = np.random.default_rng(2)
+    query = rng.integers(0, 50, 60_000).astype(np.int32)
+    margin = rng.integers(-3, 4, 60_000).astype(np.float32)  # a few distinct values: ties everywhere
+    reference = np.lexsort((np.arange(len(query)), margin, query))
+    for threads in (None, 1, 2, 5):
+        np.testing.assert_array_equal(sort_by_query_and_margin(query, margin, threads=threads), reference)
