@@ -52,6 +52,10 @@ def run(args: DemoArguments) -> int:
     print(f"dev ({result.metrics['queries']['dev']} queries)        " + "  ".join(f"{m:>11}" for m in dev["student_after"]))
     for name, values in dev.items():
         print(f"  {name:<22}" + "  ".join(f"{v:11.4f}" for v in values.values()))
+    speed = result.metrics["encoding_passages_per_second"]
+    composition = result.metrics["batch_composition"]
+    print(f"encoding speed (passages/s): student {speed['student']:g}, teacher {speed['teacher']:g}; "
+          f"single-cluster batches {composition['single_cluster_share']:.1%}")
     print(f"model: {result.model_dir}  plots: {', '.join(p.name for p in result.plots)}  "
           f"seconds: {result.metrics['seconds']['total']}")
     print(json.dumps({"ndcg@10_gain": result.metrics["gain"]["ndcg@10"]}))
