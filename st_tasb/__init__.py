@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from st_tasb.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
     from st_tasb.metrics import evaluate_run
     from st_tasb.mining import mine_candidates
-    from st_tasb.pseudo_queries import PseudoQueries, pseudo_queries
+    from st_tasb.pseudo_queries import PseudoQueries, make_pseudo_queries
     from st_tasb.sampler import BatchComposition, PairIndex, TopicAwareBalancedBatchSampler
     from st_tasb.scoring import score_candidates
     from st_tasb.settings import TrainingSettings
@@ -47,7 +47,7 @@ _MODULES = {
     "st_tasb.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
     "st_tasb.metrics": ("evaluate_run",),
     "st_tasb.mining": ("mine_candidates",),
-    "st_tasb.pseudo_queries": ("PseudoQueries", "pseudo_queries"),
+    "st_tasb.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
     "st_tasb.sampler": ("BatchComposition", "PairIndex", "TopicAwareBalancedBatchSampler"),
     "st_tasb.scoring": ("score_candidates",),
     "st_tasb.settings": ("TrainingSettings",),
@@ -95,9 +95,9 @@ __all__ = [
     "evaluate_run",
     "load_beir",
     "load_qrels",
+    "make_pseudo_queries",
     "make_student",
     "mine_candidates",
-    "pseudo_queries",
     "retrieve",
     "score_candidates",
 ]

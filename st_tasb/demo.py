@@ -58,7 +58,7 @@ from st_tasb.plots import (
     plot_margins,
     plot_metrics,
 )
-from st_tasb.pseudo_queries import pseudo_queries
+from st_tasb.pseudo_queries import make_pseudo_queries
 from st_tasb.runs import Run, read_trec_run, write_trec_run
 from st_tasb.sampler import BatchComposition, TopicAwareBalancedBatchSampler
 from st_tasb.scoring import score_candidates
@@ -83,7 +83,7 @@ class DemoConfig:
         max_seq_length: token cap of passages (teacher and student).
         dev_fraction: share of the judged queries held out for evaluation.
         pseudo_queries: ``"title"`` or ``"first-sentence"``: add a pseudo-query of every document
-            (:func:`~st_tasb.pseudo_queries.pseudo_queries`) to the judged training queries; ``None``: none.
+            (:func:`~st_tasb.pseudo_queries.make_pseudo_queries`) to the judged training queries; ``None``: none.
         top_k: BM25 depth of the candidate mining.
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
@@ -412,7 +412,7 @@ def _training_data(data_dir: Path, data: BeirData, train_qrels: Qrels, config: D
     if config.max_pseudo_queries is not None and config.max_pseudo_queries < len(documents):
         ordered = data.corpus.ids.to_pylist()
         sample = {ordered[i] for i in np.random.default_rng(0).choice(len(ordered), config.max_pseudo_queries, replace=False)}
-    pseudo = pseudo_queries(
+    pseudo = make_pseudo_queries(
         data_dir / "corpus.jsonl", source=config.pseudo_queries, skip_unusable=True, documents=documents,
         query_documents=sample,
     )

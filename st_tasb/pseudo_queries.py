@@ -17,7 +17,7 @@ Example:
     >>> records = [{"_id": "d1", "title": "Cats purr", "text": "Purring is a sound. It signals calm."},
     ...            {"_id": "d2", "title": "Dogs bark", "text": "Barking warns. The pack listens."}]
     >>> _ = (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\\n" for r in records))
-    >>> pseudo = pseudo_queries(folder / "corpus.jsonl", source="first-sentence")
+    >>> pseudo = make_pseudo_queries(folder / "corpus.jsonl", source="first-sentence")
     >>> pseudo.queries["pseudo:d1"], pseudo.corpus["pseudo:d1"], pseudo.corpus["d1"]
     ('Purring is a sound.', 'Cats purr It signals calm.', 'Cats purr Purring is a sound. It signals calm.')
     >>> pseudo.qrels["pseudo:d1"], pseudo.exclude["pseudo:d1"]
@@ -103,7 +103,7 @@ class PseudoQueries:
         joint = BeirData(self.corpus, TextStore(queries, name="queries"), {**data.qrels, **self.qrels})
         return joint, exclude
 
-def pseudo_queries(
+def make_pseudo_queries(
     corpus_file: str | Path,
     *,
     source: Literal["title", "first-sentence"] = "title",

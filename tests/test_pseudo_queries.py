@@ -10,7 +10,7 @@ import pytest
 from st_tasb.beir import BeirData, DataFormatError, load_beir
 from st_tasb.cli import main
 from st_tasb.mining import mine_candidates
-from st_tasb.pseudo_queries import pseudo_queries
+from st_tasb.pseudo_queries import make_pseudo_queries
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def write_corpus(folder: Path, records: list[dict]) -> Path:
 def test_title_queries_on_real_rows(scifact_rows: list[dict], tmp_path: Path) -> None:
     """Guards the title mode: one query per abstract (its title), the positive is the text without the title,
     the original documents stay unchanged ahead of the positives, and each source document is excluded."""
-    pseudo = pseudo_queries(write_corpus(tmp_path, scifact_rows), source="title")
+    pseudo = make_pseudo_queries(write_corpus(tmp_path, scifact_rows), source="title")
     assert len(pseudo.queries) == 200 and len(pseudo.corpus) == 400
     for row in scifact_rows[:50]:
         qid = "pseudo:" + row["_id"]
@@ -44,7 +44,7 @@ def test_title_queries_on_real_rows(scifact_rows: list[dict], tmp_path: Path) ->
 def test_first_sentence_queries_on_real_rows(scifact_rows: list[dict], tmp_path: Path) -> None:
     """Guards the first-sentence mode: query + positive give back the whole document, and the query is a
     prefix of the text that the positive does not start with."""
-    pseudo = pseudo_queries(write_corpus(tmp_path, scifact_rows), source="first-sentence", skip_unusable=True)
+    pseudo = make_pseudo_queries(write_corpus(tmp_path, scifact_rows), source="first-sentence", skip_unusable=True)
     assert len(pseudo.queries) + len(pseudo.skipped) == 200 and len(pseudo.queries) > 190
     for row in scifact_rows[:50]:
         qid = "pseudo:" + row["_id"]
@@ -62,8 +62,8 @@ def test_empty_titles_are_named_with_file_and_line(scifact_rows: list[dict], tmp
     rows[3]["title"] = "  "
     path = write_corpus(tmp_path, rows)
     with pytest.raises(DataFormatError, match=rf"{path}:4: document '{rows[3]['_id']}' has an empty title"):
-        pseudo_queries(path)
-    skipped = pseudo_queries(path, skip_unusable=True)
+        make_pseudo_queries(path)
+    skipped = make_pseudo_queries(path, skip_unusable=True)
     assert skipped.skipped == [f"{path}:4"] and len(skipped.queries) == 4 and len(skipped.corpus) == 9
 
 
@@ -72,24 +72,24 @@ def test_duplicate_ids_name_both_lines(scifact_rows: list[dict], tmp_path: Path)
     rows = scifact_rows[:6] + [scifact_rows[2]]
     path = write_corpus(tmp_path, rows)
     with pytest.raises(DataFormatError, match=rf"{path}:7: id '{rows[2]['_id']}' repeats the record of line 3"):
-        pseudo_queries(path)
+        make_pseudo_queries(path)
 
 
 def test_bad_settings_and_prefix_clashes(scifact_rows: list[dict], tmp_path: Path) -> None:
     """Guards the remaining errors: an unknown source, an empty prefix, an id that already carries the prefix."""
     path = write_corpus(tmp_path, scifact_rows[:3])
     with pytest.raises(ValueError, match="source must be one of"):
-        pseudo_queries(path, source="abstract")  # type: ignore[arg-type]
+        make_pseudo_queries(path, source="abstract")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="prefix must not be empty"):
-        pseudo_queries(path, prefix="")
+        make_pseudo_queries(path, prefix="")
     with pytest.raises(DataFormatError, match=":1: id .* starts with the pseudo-query prefix"):
-        pseudo_queries(path, prefix=scifact_rows[0]["_id"][:2])
+        make_pseudo_queries(path, prefix=scifact_rows[0]["_id"][:2])
 
 
 def test_mining_never_uses_the_source_document_as_a_negative(scifact_rows: list[dict], tmp_path: Path) -> None:
     """Guards the exclusion: BM25 ranks a title's own abstract first, yet it is never the pseudo-query's negative
     (it would be a false negative); without ``exclude`` it would be."""
-    pseudo = pseudo_queries(write_corpus(tmp_path, scifact_rows[:100]), source="title")
+    pseudo = make_pseudo_queries(write_corpus(tmp_path, scifact_rows[:100]), source="title")
     mined = mine_candidates(pseudo.data, top_k=10, exclude=pseudo.exclude, show_progress_bar=False)
     pairs = mined.pairs.to_pandas()
     assert set(pairs["query_id"]) == set(pseudo.qrels)
@@ -104,7 +104,7 @@ def test_judged_queries_join_without_near_copy_negatives(scifact_dir: Path, tmp_
     """Guards with_judged: real claims keep their qrels, and the positive passage made from a claim's judged
     abstract is excluded from the claim's negatives."""
     data = load_beir(scifact_dir, "train")
-    pseudo = pseudo_queries(scifact_dir / "corpus.jsonl")
+    pseudo = make_pseudo_queries(scifact_dir / "corpus.jsonl")
     claims = dict(list(data.qrels.items())[:40])
     joint, exclude = pseudo.with_judged(BeirData(data.corpus, data.queries, claims))
     assert len(joint.queries) == len(data.queries) + len(pseudo.queries)

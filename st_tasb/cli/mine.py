@@ -86,11 +86,11 @@ def run(args: MineArguments) -> int:
 def _mining_data(args: MineArguments) -> tuple[Any, dict[str, list[str]]]:
     """The data to mine (with pseudo-queries if asked) and the documents never used as negatives."""
     from st_tasb.beir import BeirData, load_beir
-    from st_tasb.pseudo_queries import pseudo_queries
+    from st_tasb.pseudo_queries import make_pseudo_queries
 
     if not args.pseudo_queries:
         return load_beir(args.data, args.split), {}
-    pseudo = pseudo_queries(Path(args.data) / "corpus.jsonl", source=args.pseudo_queries, skip_unusable=args.skip_unusable)
+    pseudo = make_pseudo_queries(Path(args.data) / "corpus.jsonl", source=args.pseudo_queries, skip_unusable=args.skip_unusable)
     if not (Path(args.data) / "qrels" / f"{args.split}.tsv").is_file():
         return pseudo.data, pseudo.exclude
     judged = load_beir(args.data, args.split)
