@@ -166,7 +166,8 @@ def _finished_run(run_dir: Path, config: DemoConfig, seed: int) -> dict | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    if metrics.get("seed") != seed or metrics.get("config") != dataclasses.asdict(config):
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))  # as metrics.json holds them (tuples as lists)
+    if metrics.get("seed") != seed or metrics.get("config") != settings:
         return None
     return metrics
 
