@@ -1,4 +1,4 @@
-"""Dual-teacher Margin-MSE, the loss of TAS-Balanced (Hofstätter et al., SIGIR 2021, section 1.4 of DESIGN.md).
+"""Dual-teacher Margin-MSE, the loss of TAS-Balanced (Hofstätter et al., SIGIR 2021, section 4 of docs/method.md).
 
 For a batch of ``B`` rows ``(q_i, p_i+, p_i-)`` with student dot products ``s``, pairwise teacher
 margins ``T_i+ - T_i-`` and in-batch teacher scores ``C``::

@@ -117,7 +117,7 @@ def trained(msmarco_dir: Path, tiny_models: dict[str, Path], tmp_path_factory: p
 
 
 def test_config_holds_the_papers_recipe(tmp_path: Path) -> None:
-    """Guards against the shipped config drifting from the paper's hyper-parameters (DESIGN.md 1.1-1.6)."""
+    """Guards against the shipped config drifting from the paper's hyper-parameters (docs/method.md, sections 1-6)."""
     args = script.parse(["--config", str(CONFIG), "--output", str(tmp_path)])
     assert (args.batch_size, args.learning_rate, args.weight_decay, args.lr_scheduler) == (32, 7e-6, 0.0, "cosine")
     assert (args.alpha, args.n_bins, args.clusters_per_batch) == (0.75, 10, 1)
