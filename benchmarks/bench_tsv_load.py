@@ -43,9 +43,9 @@ from bench_table_index import add_scale_arguments
 from common import GB, Figure, Report, measure, parser
 from datasets import Dataset
 
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.table import TeacherScoreTable
-from st_tasb.training_data import build_training_dataset
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 COLD_TARGET_S = 25.0
 WARM_TARGET_S = 12.0

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.fingerprint import generate_random_fingerprint
 
-from st_tasb.clusters import QueryClusters
-from st_tasb.texts import TextStore
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
 
 MSMARCO_PASSAGES = 8_841_823
 

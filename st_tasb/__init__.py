@@ -10,20 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from st_tasb.beir import BeirData, DataFormatError, load_beir, load_qrels
-    from st_tasb.cached_losses import CachedDualTeacherMarginMSELoss
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.collator import TASBDataCollator
-    from st_tasb.evaluation import evaluate_model, retrieve
-    from st_tasb.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
-    from st_tasb.metrics import evaluate_run
-    from st_tasb.mining import mine_candidates
-    from st_tasb.pseudo_queries import PseudoQueries, make_pseudo_queries
-    from st_tasb.sampler import BatchComposition, PairIndex, TopicAwareBalancedBatchSampler
-    from st_tasb.scoring import score_candidates
-    from st_tasb.settings import TrainingSettings
-    from st_tasb.student import make_student
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.data.beir import BeirData, DataFormatError, load_beir, load_qrels
+    from st_tasb.data.texts import TextStore, UnknownIdError
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.mining import mine_candidates
+    from st_tasb.prepare.pseudo_queries import PseudoQueries, make_pseudo_queries
+    from st_tasb.prepare.scoring import score_candidates
+    from st_tasb.prepare.table import TeacherScoreTable
+    from st_tasb.retrieval.evaluation import evaluate_model, retrieve
+    from st_tasb.retrieval.metrics import evaluate_run
     from st_tasb.teachers import (
         BiEncoderTeacher,
         ColBERTModel,
@@ -34,25 +29,32 @@ if TYPE_CHECKING:
         MissingScoreError,
         PrecomputedTeacher,
     )
-    from st_tasb.texts import TextStore, UnknownIdError
+    from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
+    from st_tasb.training.collator import TASBDataCollator
+    from st_tasb.training.dataset import build_training_dataset
+    from st_tasb.training.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
+    from st_tasb.training.sampler import BatchComposition, PairIndex, TopicAwareBalancedBatchSampler
+    from st_tasb.training.settings import TrainingSettings
+    from st_tasb.training.student import make_student
 
 __version__ = "0.1.0"
 
 _MODULES = {
-    "st_tasb.beir": ("BeirData", "DataFormatError", "load_beir", "load_qrels"),
-    "st_tasb.cached_losses": ("CachedDualTeacherMarginMSELoss",),
-    "st_tasb.clusters": ("QueryClusters",),
-    "st_tasb.collator": ("TASBDataCollator",),
-    "st_tasb.evaluation": ("evaluate_model", "retrieve"),
-    "st_tasb.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
-    "st_tasb.metrics": ("evaluate_run",),
-    "st_tasb.mining": ("mine_candidates",),
-    "st_tasb.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
-    "st_tasb.sampler": ("BatchComposition", "PairIndex", "TopicAwareBalancedBatchSampler"),
-    "st_tasb.scoring": ("score_candidates",),
-    "st_tasb.settings": ("TrainingSettings",),
-    "st_tasb.student": ("make_student",),
-    "st_tasb.table": ("TeacherScoreTable",),
+    "st_tasb.data.beir": ("BeirData", "DataFormatError", "load_beir", "load_qrels"),
+    "st_tasb.training.cached_losses": ("CachedDualTeacherMarginMSELoss",),
+    "st_tasb.prepare.clusters": ("QueryClusters",),
+    "st_tasb.training.collator": ("TASBDataCollator",),
+    "st_tasb.training.dataset": ("build_training_dataset",),
+    "st_tasb.retrieval.evaluation": ("evaluate_model", "retrieve"),
+    "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
+    "st_tasb.retrieval.metrics": ("evaluate_run",),
+    "st_tasb.prepare.mining": ("mine_candidates",),
+    "st_tasb.prepare.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
+    "st_tasb.training.sampler": ("BatchComposition", "PairIndex", "TopicAwareBalancedBatchSampler"),
+    "st_tasb.prepare.scoring": ("score_candidates",),
+    "st_tasb.training.settings": ("TrainingSettings",),
+    "st_tasb.training.student": ("make_student",),
+    "st_tasb.prepare.table": ("TeacherScoreTable",),
     "st_tasb.teachers": (
         "BiEncoderTeacher",
         "ColBERTModel",
@@ -63,7 +65,7 @@ _MODULES = {
         "MissingScoreError",
         "PrecomputedTeacher",
     ),
-    "st_tasb.texts": ("TextStore", "UnknownIdError"),
+    "st_tasb.data.texts": ("TextStore", "UnknownIdError"),
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -90,6 +92,7 @@ __all__ = [
     "TopicAwareBalancedBatchSampler",
     "TrainingSettings",
     "UnknownIdError",
+    "build_training_dataset",
     "dual_teacher_margin_mse",
     "evaluate_model",
     "evaluate_run",

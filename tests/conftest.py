@@ -53,7 +53,7 @@ def minilm_path() -> str:
 @pytest.fixture(scope="session")
 def small_student_path(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A 2-layer, mean-pooled, unnormalised student cut from MiniLM, saved once per run; load it per test."""
-    from st_tasb.student import make_student
+    from st_tasb.training.student import make_student
 
     path = tmp_path_factory.mktemp("student") / "minilm-2l"
     make_student(minilm_path, num_layers=2, pooling="mean", max_seq_length=64, device="cpu").save(str(path))
@@ -85,10 +85,10 @@ def scifact_parts(scifact_dir: Path, minilm_path: str, small_student_path: str, 
     """160 scifact-train queries, BM25 negatives (4 per positive), MiniLM teacher scores, 12 query clusters."""
     from sentence_transformers import SentenceTransformer
 
-    from st_tasb.beir import BeirData, load_beir
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.mining import mine_candidates
-    from st_tasb.scoring import score_candidates
+    from st_tasb.data.beir import BeirData, load_beir
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.mining import mine_candidates
+    from st_tasb.prepare.scoring import score_candidates
 
     full = load_beir(scifact_dir, "train")
     selected = sorted(full.qrels)[:160]

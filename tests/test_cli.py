@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import pytrec_eval
 
-from st_tasb.beir import load_beir, load_qrels
 from st_tasb.cli import COMMANDS, load_command, main
-from st_tasb.cli.arguments import ConfigError, add_arguments, load_config
-from st_tasb.runs import read_trec_run
+from st_tasb.cli.options import ConfigError, OptionParser, load_config
+from st_tasb.data.beir import load_beir, load_qrels
+from st_tasb.data.runs import read_trec_run
 
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -153,24 +153,33 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
         load_config(unknown, train_arguments)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"batch_size": "many"}))
-    with pytest.raises(ConfigError, match=r"wrong\.json: key 'batch_size': 'many' is not an integer"):
-        load_config(wrong, train_arguments)
+    with pytest.raises(ConfigError, match=r"wrong\.json: argument --batch_size/--batch-size: invalid int value: 'many'"):
+        OptionParser(train_arguments).parse(["--config", str(wrong), "--table", "t", "--data", "d"])
+    nulled = tmp_path / "nulled.yaml"
+    nulled.write_text("batch_size: null\n")
+    with pytest.raises(ConfigError, match=r"nulled\.yaml: key 'batch_size' may not be null"):
+        OptionParser(train_arguments).parse(["--config", str(nulled)])
     ok = tmp_path / "ok.yaml"
     ok.write_text("learning_rate: 7e-6\nrandom-batches: true\nmax_steps: null\n")
-    assert load_config(ok, train_arguments) == {"learning_rate": 7e-6, "random_batches": True, "max_steps": None}
+    assert load_config(ok, train_arguments) == {"learning_rate": "7e-6", "random_batches": True, "max_steps": None}
+    required = ["--table", "t", "--data", "d", "--output", "o", "--student", "s"]
+    parsed = OptionParser(train_arguments).parse(["--config", str(ok), *required])
+    assert (parsed.learning_rate, parsed.random_batches, parsed.max_steps) == (7e-6, True, None)
+    assert OptionParser(train_arguments).parse(["--config", str(ok), *required, "--no-random-batches"]).random_batches is False
 
 
 def test_boolean_and_list_options_parse() -> None:
-    """Guards option types: --flag/--no-flag booleans and multi-value list options reach the dataclass."""
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, load_command("mine").arguments)
-    namespace = parser.parse_args(["--data", "d", "--output", "o", "--sources", "bm25", "dense", "--model", "m"])
-    assert namespace.sources == ["bm25", "dense"]
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, load_command("evaluate").arguments)
-    assert parser.parse_args(["--no-missing-as-zero"]).missing_as_zero is False
+    """Guards option types: --flag / --flag false / --no-flag booleans and multi-value list options reach the
+    dataclass, and config values sit under the flags."""
+    mine = OptionParser(load_command("mine").arguments)
+    parsed = mine.parse(["--data", "d", "--output", "o", "--sources", "bm25", "dense", "--model", "m"])
+    assert parsed.sources == ["bm25", "dense"]
+    evaluate = OptionParser(load_command("evaluate").arguments)
+    run = ["--run", "r.trec", "--qrels", "q.tsv"]
+    assert evaluate.parse([*run, "--no-missing-as-zero"]).missing_as_zero is False
+    assert evaluate.parse([*run, "--json"]).json is True
+    assert evaluate.parse([*run, "--json", "--no-json"]).json is False
+    assert evaluate.parse([*run, "--json", "false"]).json is False
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -263,7 +272,7 @@ def test_score_with_a_cross_encoder(candidates: Path, tiny_beir: Path, minilm_pa
     import torch
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.prepare.table import TeacherScoreTable
 
     cross_encoder_path = tmp_path / "cross-encoder"
     CrossEncoder(minilm_path, num_labels=1, device="cpu").save(str(cross_encoder_path))
@@ -287,7 +296,7 @@ def test_score_writes_a_table_and_resumes_from_finished_shards(
 ) -> None:
     """Guards `st-tasb score`: the table has one row per candidate with margin = pos - neg, and a rerun after an
     interruption recomputes only the missing shard (finished shards are not touched) and gives the same table."""
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.prepare.table import TeacherScoreTable
 
     table = TeacherScoreTable.load(table_dir)
     assert len(table) == pq.read_metadata(candidates / "pairs.parquet").num_rows
@@ -312,7 +321,7 @@ def test_score_writes_a_table_and_resumes_from_finished_shards(
 def test_score_ensemble_is_the_mean_of_its_teachers(candidates: Path, tiny_beir: Path, small_student_path: str,
                                                     minilm_path: str, tmp_path: Path) -> None:
     """Guards ensembles: two teachers' scores are averaged (the paper's T2 is a mean of three cross-encoders)."""
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.prepare.table import TeacherScoreTable
 
     outputs = {}
     for name, teachers in (("a", [small_student_path]), ("b", [minilm_path]), ("ab", [small_student_path, minilm_path])):
@@ -326,8 +335,8 @@ def test_score_ensemble_is_the_mean_of_its_teachers(candidates: Path, tiny_beir:
 
 def test_cluster_covers_exactly_the_table_queries(clusters_dir: Path, table_dir: Path) -> None:
     """Guards `st-tasb cluster --table`: every query with pairs gets a cluster and no other query is clustered."""
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.table import TeacherScoreTable
 
     clusters = QueryClusters.load(clusters_dir)
     table_queries = set(TeacherScoreTable.load(table_dir).dataset.unique("query_id"))

@@ -1,4 +1,4 @@
-"""Tests for st_tasb.clusters: spherical k-means query clusters, lookups, persistence, and fitting a real model."""
+"""Tests for st_tasb.prepare.clusters: spherical k-means query clusters, lookups, persistence, and fitting a real model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from st_tasb.beir import load_beir
-from st_tasb.clusters import CENTROIDS_FILE, SETTINGS_FILE, QueryClusters
+from st_tasb.data.beir import load_beir
+from st_tasb.prepare.clusters import CENTROIDS_FILE, SETTINGS_FILE, QueryClusters
 
 
 def _blobs(n_blobs: int, per_blob: int, dim: int, seed: int, sign_pairs: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +219,7 @@ def test_fit_skips_and_reports_absent_ids(small_student, caplog, as_pairs):
     """Guards against absent requested ids vanishing silently, or dict / (id, text) inputs being mishandled."""
     queries = {"a": "heart disease risk", "b": "cardiac arrest", "c": "gene expression", "d": "dna methylation"}
     source = list(queries.items()) if as_pairs else queries
-    with caplog.at_level(logging.WARNING, logger="st_tasb.clusters"):
+    with caplog.at_level(logging.WARNING, logger="st_tasb.prepare.clusters"):
         clusters = QueryClusters.fit(
             small_student, source, k=2, only_ids=["d", "a", "zz1", "a", "zz2"], show_progress_bar=False
         )

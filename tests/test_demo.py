@@ -10,8 +10,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.cli import main
-from st_tasb.demo import DemoConfig, split_queries
-from st_tasb.runs import read_trec_run
+from st_tasb.cli.demo_pipeline import DemoConfig, split_queries
+from st_tasb.data.runs import read_trec_run
 
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

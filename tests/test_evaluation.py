@@ -1,4 +1,4 @@
-"""Tests of st_tasb.runs, st_tasb.metrics, st_tasb.evaluation and st_tasb.models."""
+"""Tests of st_tasb.data.runs, st_tasb.retrieval.metrics, st_tasb.retrieval.evaluation and st_tasb.data.models."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from st_tasb.beir import BeirData, DataFormatError, load_beir
-from st_tasb.evaluation import Hits, IndexConfig, evaluate_model, retrieve, search
-from st_tasb.metrics import METRICS, evaluate_run, evaluate_run_details
-from st_tasb.models import ModelLoadError, load_cross_encoder, load_sentence_transformer
-from st_tasb.runs import ranked, read_trec_run, truncate_run, write_trec_run
-from st_tasb.texts import TextStore
+from st_tasb.data.beir import BeirData, DataFormatError, load_beir
+from st_tasb.data.models import ModelLoadError, load_cross_encoder, load_sentence_transformer
+from st_tasb.data.runs import ranked, read_trec_run, truncate_run, write_trec_run
+from st_tasb.data.texts import TextStore
+from st_tasb.retrieval.evaluation import Hits, IndexConfig, evaluate_model, retrieve, search
+from st_tasb.retrieval.metrics import METRICS, evaluate_run, evaluate_run_details
 
 # ---------------------------------------------------------------------------------------------- metrics
 

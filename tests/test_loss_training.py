@@ -14,11 +14,12 @@ from sentence_transformers import (
     SentenceTransformerTrainingArguments,
 )
 
-from st_tasb.collator import TASBDataCollator
-from st_tasb.losses import DualTeacherMarginMSELoss
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.data.texts import TextStore
 from st_tasb.teachers import BiEncoderTeacher
-from st_tasb.texts import TextStore
+from st_tasb.training.collator import TASBDataCollator
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.losses import DualTeacherMarginMSELoss
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 COLUMNS = ("query", "positive", "negative")
 
@@ -50,7 +51,7 @@ def test_trainer_lowers_the_dual_teacher_loss(
         scifact_parts.data.corpus,
         pa.chunked_array(pairs.column("positive_id").chunks + pairs.column("negative_id").chunks),
     )
-    dataset = scifact_parts.table.training_dataset(queries, corpus, scifact_parts.clusters, with_indices=True)
+    dataset = build_training_dataset(scifact_parts.table, queries, corpus, scifact_parts.clusters, with_indices=True)
     teacher_model = SentenceTransformer(minilm_path, device="cpu")
     teacher = BiEncoderTeacher(teacher_model, passage_max_length=64, device="cpu")
     teacher.build_cache(queries, corpus, show_progress_bar=False)

@@ -8,13 +8,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.losses import MarginMSELoss
 
-from st_tasb.cached_losses import CachedDualTeacherMarginMSELoss
-from st_tasb.losses import (
+from st_tasb.teachers import BiEncoderTeacher, InBatchTeacher, PrecomputedTeacher
+from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
+from st_tasb.training.losses import (
     DualTeacherMarginMSELoss,
     dual_teacher_margin_mse,
     in_batch_margin_mse,
 )
-from st_tasb.teachers import BiEncoderTeacher, InBatchTeacher, PrecomputedTeacher
 
 B, DIM = 5, 6
 QUERIES = [f"query {i} about {'cell ' * i}biology" for i in range(B)]

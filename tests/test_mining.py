@@ -1,4 +1,4 @@
-"""Tests of st_tasb.mining: candidate (query, positive, negative) pairs from qrels, BM25 and a dense model."""
+"""Tests of st_tasb.prepare.mining: candidate (query, positive, negative) pairs from qrels, BM25 and a dense model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from st_tasb.beir import BeirData, load_beir
-from st_tasb.mining import MinedCandidates, mine_candidates
-from st_tasb.texts import TextStore, UnknownIdError
+from st_tasb.data.beir import BeirData, load_beir
+from st_tasb.data.texts import TextStore, UnknownIdError
+from st_tasb.prepare.mining import MinedCandidates, mine_candidates
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from st_tasb.losses import TASB_CITATION
-from st_tasb.model_card import (
+from st_tasb.training.losses import TASB_CITATION
+from st_tasb.training.model_card import (
     CARD_DATA_FILE,
     SETTING_LABELS,
     TASBModelCard,

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from st_tasb.beir import DataFormatError, load_qrels
-from st_tasb.metrics import evaluate_run
-from st_tasb.runs import read_trec_run
+from st_tasb.data.beir import DataFormatError, load_qrels
+from st_tasb.data.runs import read_trec_run
+from st_tasb.retrieval.metrics import evaluate_run
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training_scripts" / "train_tasb_msmarco.py"
@@ -149,7 +149,7 @@ def test_end_to_end_trains_evaluates_and_publishes(trained, msmarco_dir: Path) -
 
 def test_clusters_cover_exactly_the_queries_with_pairs(trained) -> None:
     """Guards against clustering every training query (the paper keeps only queries that have teacher pairs)."""
-    from st_tasb.clusters import QueryClusters
+    from st_tasb.prepare.clusters import QueryClusters
 
     output, _, _ = trained
     clusters = QueryClusters.load(output / "work" / "clusters-k4")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from st_tasb.beir import BeirData, DataFormatError, load_beir
 from st_tasb.cli import main
-from st_tasb.mining import mine_candidates
-from st_tasb.pseudo_queries import make_pseudo_queries
+from st_tasb.data.beir import BeirData, DataFormatError, load_beir
+from st_tasb.prepare.mining import mine_candidates
+from st_tasb.prepare.pseudo_queries import make_pseudo_queries
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from st_tasb.sampler import PairIndex, TopicAwareBalancedBatchSampler
+from st_tasb.training.sampler import PairIndex, TopicAwareBalancedBatchSampler
 
 
 def make_dataset(pairs_per_query: list[int], cluster_of_query: list[int], seed: int = 0) -> Dataset:

@@ -1,4 +1,4 @@
-"""Tests of st_tasb.scoring: teacher scores of candidate pairs, ensembles, and resuming a sharded job."""
+"""Tests of st_tasb.prepare.scoring: teacher scores of candidate pairs, ensembles, and resuming a sharded job."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 import torch
 from datasets import Dataset
 
-from st_tasb.beir import BeirData, load_beir
-from st_tasb.scoring import (
+from st_tasb.data.beir import BeirData, load_beir
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.scoring import (
     BiEncoderScorer,
     CrossEncoderScorer,
     EnsembleScorer,
     as_scorer,
     score_candidates,
 )
-from st_tasb.texts import TextStore
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of st_tasb.table: teacher-scored pairs from the MS MARCO TSV layout, the Hub layout and arrays.
+"""Tests of st_tasb.prepare.table: teacher-scored pairs from the MS MARCO TSV layout, the Hub layout and arrays.
 
 Real rows: the MS MARCO toy triples and SciFact's training qrels, scored with BM25 (bm25s), so no
 score below is invented.
@@ -6,8 +6,6 @@ score below is invented.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -17,10 +15,10 @@ import pyarrow as pa
 import pytest
 from datasets import Dataset, load_from_disk
 
-from st_tasb import table as table_module
-from st_tasb.beir import DataFormatError, load_beir
-from st_tasb.table import TeacherScoreTable
-from st_tasb.texts import TextStore, UnknownIdError
+from st_tasb.data.beir import DataFormatError, load_beir
+from st_tasb.data.texts import TextStore, UnknownIdError
+from st_tasb.prepare import table as table_module
+from st_tasb.prepare.table import TeacherScoreTable
 
 # ---------------------------------------------------------------------- helpers and fixtures
 
@@ -441,18 +439,3 @@ def test_validate_names_missing_ids_with_file_and_line(toy: ToyTriples, toy_tsv:
     first_negative = f"{dropped_passage} ({toy_tsv}:{negative_lines[0]})"
     assert f"{len(negative_lines)} negative_id(s) not in corpus, e.g. {first_negative}" in message
     table.validate(toy.queries, toy.corpus)
-
-
-# ---------------------------------------------------------------------- training dataset delegation
-
-
-def test_training_dataset_delegates_to_build_training_dataset(toy: ToyTriples, monkeypatch) -> None:
-    """Guards against the table building the training dataset itself or dropping an argument on the way."""
-    calls = []
-    fake = types.ModuleType("st_tasb.training_data")
-    fake.build_training_dataset = lambda *args, **kwargs: calls.append((args, kwargs)) or "built"
-    monkeypatch.setitem(sys.modules, "st_tasb.training_data", fake)
-    table = TeacherScoreTable.from_margins([1], [2], [3], [0.5])
-
-    assert table.training_dataset(toy.queries, toy.corpus, "clusters", with_indices=True) == "built"
-    assert calls == [((table, toy.queries, toy.corpus, "clusters"), {"with_indices": True, "cache_dir": None})]

@@ -11,6 +11,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from st_tasb.data.texts import TextStore
 from st_tasb.teachers import (
     BiEncoderTeacher,
     ColBERTModel,
@@ -22,7 +23,6 @@ from st_tasb.teachers import (
     late_interaction_scores,
 )
 from st_tasb.teachers.colbert import MultiVectorEncoder
-from st_tasb.texts import TextStore
 
 QUERIES = ["what is a cell", "protein misfolding in yeast causes disease", "dna"]
 PASSAGES = [

@@ -12,14 +12,14 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
-from st_tasb.beir import load_beir
-from st_tasb.clusters import QueryClusters
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.settings import TrainingSettings
-from st_tasb.table import TeacherScoreTable
+from st_tasb.data.beir import load_beir
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.teachers import BiEncoderTeacher
-from st_tasb.texts import TextStore
-from st_tasb.train import build_inbatch_teacher, runs_on_cpu, train
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.settings import TrainingSettings
+from st_tasb.training.trainer import build_inbatch_teacher, runs_on_cpu, train
 
 
 @dataclass

@@ -16,7 +16,8 @@ from sentence_transformers import (
 )
 from sentence_transformers.losses import MarginMSELoss
 
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -32,7 +33,8 @@ def margin_mse_on(model, dataset, rows: list[int]) -> float:
 def test_trainer_trains_with_the_sampler_class(scifact_parts, small_student, tmp_path: Path) -> None:
     """Guards the whole integration: the sampler passed as a class is used (not silently replaced by batch size 1),
     rows resolve to text lazily through the default collator, and MarginMSE training lowers the loss."""
-    dataset = scifact_parts.table.training_dataset(
+    dataset = build_training_dataset(
+        scifact_parts.table,
         scifact_parts.data.queries, scifact_parts.data.corpus, scifact_parts.clusters
     )
     assert set(dataset[0]) == {"query", "positive", "negative", "label"}
@@ -64,7 +66,8 @@ def test_trainer_trains_with_the_sampler_class(scifact_parts, small_student, tmp
 
 def test_resume_replays_the_same_epoch(scifact_parts) -> None:
     """Guards reproducibility after a resume: a new sampler set to the same epoch yields the same batches."""
-    dataset = scifact_parts.table.training_dataset(
+    dataset = build_training_dataset(
+        scifact_parts.table,
         scifact_parts.data.queries, scifact_parts.data.corpus, scifact_parts.clusters
     )
     factory = partial(TopicAwareBalancedBatchSampler, n_bins=10)

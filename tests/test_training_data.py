@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from st_tasb.clusters import QueryClusters
-from st_tasb.table import TeacherScoreTable
-from st_tasb.texts import TextStore, UnknownIdError
-from st_tasb.training_data import build_training_dataset, sort_by_query_and_margin
+from st_tasb.data.texts import TextStore, UnknownIdError
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.training.dataset import build_training_dataset, sort_by_query_and_margin
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_threaded_sort_equals_lexsort(threads: int) -> None:
 def test_many_chunk_id_columns_find_the_same_positions() -> None:
     """Guards the grouped lookup of a column in many small chunks (Parquet-loaded tables): same positions as
     one array, unknown ids still -1."""
-    from st_tasb.texts import IdIndex, _chunk_groups
+    from st_tasb.data.texts import IdIndex, _chunk_groups
 
     index = IdIndex(np.arange(100, 200))
     requested = np.concatenate([np.arange(150, 250), np.arange(99, 120)])
@@ -132,7 +132,7 @@ def test_many_chunk_id_columns_find_the_same_positions() -> None:
 def test_consecutive_integer_ids_are_their_own_positions() -> None:
     """Guards the table-free lookup of ids low, low + 1, ... (MS MARCO passage ids): the same positions as a
     general index, unknown ids -1 on both sides of the range, and repeated ids still refused."""
-    from st_tasb.texts import IdIndex
+    from st_tasb.data.texts import IdIndex
 
     consecutive, shuffled = IdIndex(np.arange(7, 107)), IdIndex(np.random.default_rng(0).permutation(np.arange(7, 107)))
     assert consecutive._integer.consecutive and not shuffled._integer.consecutive

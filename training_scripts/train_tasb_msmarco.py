@@ -9,8 +9,8 @@ The recipe of Hofstätter et al. (SIGIR 2021), with st-tasb's public functions a
    subsets of ``sentence-transformers/msmarco``);
 2. topic clusters: the training queries (those with pairs) embedded by a baseline retriever (CLS pooling,
    queries cut at 30 tokens), spherical k-means with k = 2,000 and 10 iterations
-   (:meth:`QueryClusters.fit <st_tasb.clusters.QueryClusters.fit>`), kept in ``OUTPUT/work`` and reused;
-3. training (:func:`st_tasb.train.train`): a DistilBERT student with CLS pooling and dot product,
+   (:meth:`QueryClusters.fit <st_tasb.prepare.clusters.QueryClusters.fit>`), kept in ``OUTPUT/work`` and reused;
+3. training (:func:`st_tasb.training.trainer.train`): a DistilBERT student with CLS pooling and dot product,
    TAS-Balanced batches (one cluster per batch, 10 margin bins), pairwise Margin-MSE on the T2 margins
    plus 0.75 x in-batch Margin-MSE against the frozen ColBERT teacher, Adam with lr 7e-6 and no weight
    decay on a cosine schedule, batch size 32 (all set in ``tasb_msmarco.yaml``);
@@ -41,7 +41,6 @@ embeddings: 27 GB of float32 at 768 dimensions.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -55,19 +54,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from datasets import Dataset
 
-from st_tasb.beir import BeirData, DataFormatError, Qrels, load_qrels
-from st_tasb.cli.arguments import add_arguments, option, parse_arguments
-from st_tasb.clusters import QueryClusters
-from st_tasb.evaluation import search
-from st_tasb.hub import push_to_hub
-from st_tasb.metrics import evaluate_run
-from st_tasb.model_card import TASBModelCard, add_evaluation
-from st_tasb.runs import Run, write_trec_run
-from st_tasb.settings import TrainingSettings
-from st_tasb.student import make_student
-from st_tasb.table import TeacherScoreTable
-from st_tasb.texts import TextStore
-from st_tasb.train import build_inbatch_teacher, process_state, train
+from st_tasb.cli.options import ConfigError, OptionParser, option
+from st_tasb.data.beir import BeirData, DataFormatError, Qrels, load_qrels
+from st_tasb.data.runs import Run, write_trec_run
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.publish.hub import push_to_hub
+from st_tasb.retrieval.evaluation import search
+from st_tasb.retrieval.metrics import evaluate_run
+from st_tasb.training.model_card import TASBModelCard, add_evaluation
+from st_tasb.training.settings import TrainingSettings
+from st_tasb.training.student import make_student
+from st_tasb.training.trainer import build_inbatch_teacher, process_state, train
 
 logger = logging.getLogger("train_tasb_msmarco")
 
@@ -262,7 +261,7 @@ def query_clusters(args: MSMarcoArguments, queries: TextStore, table: TeacherSco
     clusters = QueryClusters.fit(
         baseline, queries, k=args.cluster_k, n_iter=args.cluster_iterations, seed=args.seed,
         batch_size=args.cluster_batch_size, max_seq_length=args.query_max_length,
-        only_ids=table.dataset.data.column("query_id"),
+        only_ids=table.query_ids,
     )
     clusters.save(folder)
     logger.info("clustered %d training queries into %d clusters: %s", len(clusters), clusters.n_clusters, clusters.stats())
@@ -329,19 +328,22 @@ def parse(argv: Sequence[str] | None = None) -> MSMarcoArguments:
     """The options from ``--config`` and the command line (``argv``, default ``sys.argv[1:]``).
 
     Raises:
-        SystemExit: for unknown flags, and for ``--dry-run`` without ``--push-to-hub`` (argparse's usage error).
-        st_tasb.cli.arguments.ConfigError: for a bad config file or a missing required option.
+        st_tasb.cli.options.ConfigError: for an unknown flag, a bad value, a bad config file, a missing required
+            option, and ``--dry-run`` without ``--push-to-hub``.
     """
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, MSMarcoArguments)
-    args = parse_arguments(MSMarcoArguments, parser.parse_args(argv))
+    parser = OptionParser(MSMarcoArguments, description=__doc__)
+    args = parser.parse(sys.argv[1:] if argv is None else argv)
     if args.dry_run and not args.push_to_hub:
-        parser.error("--dry-run needs --push-to-hub ORG/NAME (the repository the card is written for)")
+        raise ConfigError("--dry-run needs --push-to-hub ORG/NAME (the repository the card is written for)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except ConfigError as error:
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     outcome = run(args)
     if outcome:

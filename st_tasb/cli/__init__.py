@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from st_tasb import __version__
-from st_tasb.cli.arguments import Command, add_arguments, parse_arguments
+from st_tasb.cli.options import Command, ConfigError, OptionParser
 
 COMMANDS = {
     "mine": "candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
@@ -37,7 +37,7 @@ COMMANDS = {
 
 
 def load_command(name: str) -> Command:
-    """The :class:`~st_tasb.cli.arguments.Command` of subcommand ``name`` (imports its driver module).
+    """The :class:`~st_tasb.cli.options.Command` of subcommand ``name`` (imports its driver module).
 
     Raises:
         KeyError: for an unknown subcommand.
@@ -47,8 +47,8 @@ def load_command(name: str) -> Command:
     return importlib.import_module(f"st_tasb.cli.{name}").COMMAND
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``st-tasb`` parser; the options of ``command`` (if given) are added to its sub-parser."""
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level ``st-tasb`` parser: the global flags and the list of commands."""
     parser = argparse.ArgumentParser(
         prog="st-tasb",
         description="TAS-Balanced dense retriever training for sentence-transformers (Hofstätter et al., SIGIR 2021). "
@@ -58,15 +58,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors instead of one line")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
-        if name != command:
-            subparsers.add_parser(name, help=summary)
-            continue
-        loaded = load_command(name)
-        subparser = subparsers.add_parser(
-            name, help=summary, description=loaded.description, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        add_arguments(subparser, loaded.arguments)
+        subparsers.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def command_parser(command: Command) -> OptionParser:
+    """The parser of one command's options (``st-tasb NAME --help``)."""
+    return OptionParser(command.arguments, prog=f"st-tasb {command.name}", description=command.description)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,17 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     Hub repository that cannot be reached) print ``st-tasb COMMAND: error: ...`` on stderr and return 2.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    name = next((token for token in argv if token in COMMANDS), None)
-    namespace = build_parser(name).parse_args(argv)
-    show_traceback = namespace.traceback
-    del namespace.command, namespace.traceback
+    position = next((i for i, token in enumerate(argv) if token in COMMANDS), len(argv))
+    show_traceback = build_parser().parse_args(argv[: position + 1]).traceback
+    name = argv[position]
     command = load_command(name)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("st_tasb").setLevel(logging.INFO)
-    from st_tasb.texts import UnknownIdError
+    parser = command_parser(command)
+    try:
+        arguments = parser.parse(argv[position + 1 :])
+    except ConfigError as error:
+        parser.print_usage(sys.stderr)
+        print(f"st-tasb {name}: error: {error}", file=sys.stderr)
+        return 2
+    from st_tasb.data.texts import UnknownIdError  # after parsing: --help stays free of datasets and torch
 
     try:
-        arguments = parse_arguments(command.arguments, namespace)
         return int(command.run(arguments) or 0)
     except (OSError, ValueError, UnknownIdError) as error:
         if show_traceback:
@@ -95,4 +98,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["COMMANDS", "build_parser", "load_command", "main"]
+__all__ = ["COMMANDS", "build_parser", "command_parser", "load_command", "main"]

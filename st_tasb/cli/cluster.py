@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.options import Command, option
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,16 @@ class ClusterArguments:
 
 def run(args: ClusterArguments) -> int:
     """Cluster the queries, save the clustering and print its size statistics."""
-    from st_tasb.beir import load_beir
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.models import load_sentence_transformer
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.data.beir import load_beir
+    from st_tasb.data.models import load_sentence_transformer
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.table import TeacherScoreTable
 
     data = load_beir(args.data, args.split)
     if args.table is not None:
         table = TeacherScoreTable.load(args.table)
         table.validate(data.queries, data.corpus)
-        query_ids = table.dataset.data.column("query_id")
+        query_ids = table.query_ids
     else:
         query_ids = data.judged_queries().ids
     n_queries = len(query_ids.unique())

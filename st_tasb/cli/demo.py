@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.options import Command, option
 
 
 @dataclass
@@ -36,7 +36,7 @@ def run(args: DemoArguments) -> int:
     """Run the demo and print the dev metrics of the student before and after training, and of the teacher."""
     from dataclasses import replace
 
-    from st_tasb.demo import DemoConfig, run_demo
+    from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
     overrides = {

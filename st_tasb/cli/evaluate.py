@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.options import Command, option
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class EvaluateArguments:
 
 def run(args: EvaluateArguments) -> int:
     """Evaluate, print the metrics (a table, or JSON with ``--json``), write the run and update the card if asked."""
-    from st_tasb.beir import load_beir, load_qrels
-    from st_tasb.metrics import evaluate_run
-    from st_tasb.runs import read_trec_run
+    from st_tasb.data.beir import load_beir, load_qrels
+    from st_tasb.data.runs import read_trec_run
+    from st_tasb.retrieval.metrics import evaluate_run
 
     if args.run is not None:
         qrels_path = Path(args.qrels) if args.qrels else Path(args.data) / "qrels" / f"{args.split}.tsv"
@@ -69,9 +69,9 @@ def run(args: EvaluateArguments) -> int:
         _report(metrics, f"{args.run} against {qrels_path}", args.json)
         return 0
 
-    from st_tasb.evaluation import IndexConfig, retrieve
-    from st_tasb.models import load_sentence_transformer
-    from st_tasb.runs import write_trec_run
+    from st_tasb.data.models import load_sentence_transformer
+    from st_tasb.data.runs import write_trec_run
+    from st_tasb.retrieval.evaluation import IndexConfig, retrieve
 
     data = load_beir(args.data, args.split)
     model = load_sentence_transformer(args.model, device=args.device)
@@ -87,7 +87,7 @@ def run(args: EvaluateArguments) -> int:
         results, data.qrels, relevance_threshold=args.relevance_threshold, missing_as_zero=args.missing_as_zero
     )
     if args.update_card:
-        from st_tasb.model_card import add_evaluation
+        from st_tasb.training.model_card import add_evaluation
 
         add_evaluation(args.model, f"{Path(args.data).name} ({args.split})", metrics)
         logger.info("added the results to %s", Path(args.model) / "README.md")

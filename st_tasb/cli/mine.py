@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.options import Command, option
+
+SOURCES = ("bm25", "dense")
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ class MineArguments:
     data: str = option(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     output: str = option(help=f"output folder; receives {PAIRS_FILE} (query_id, positive_id, negative_id) and {SUMMARY_FILE}")
     split: str = option("train", help="qrels split whose queries are mined (their judged documents are the positives)")
-    sources: list[Literal["bm25", "dense"]] = option(  # noqa: RUF009 (option() makes a dataclass field)
-        ("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)"
+    sources: list[str] = option(  # noqa: RUF009 (option() makes a dataclass field)
+        ("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)", metavar="{bm25,dense}"
     )
     model: str | None = option(None, help="SentenceTransformer folder or Hub id for dense negatives")
     top_k: int = option(100, help="retrieval depth per source")
@@ -46,12 +48,17 @@ class MineArguments:
     skip_unusable: bool = option(False, help="with --pseudo-queries: leave out documents with an empty title "
                                  "(or a one-sentence text) instead of stopping at the first")
 
+    def __post_init__(self) -> None:
+        unknown = [source for source in self.sources if source not in SOURCES]
+        if unknown:
+            raise ValueError(f"--sources takes {' and/or '.join(SOURCES)}, not {', '.join(unknown)}")
+
 
 def run(args: MineArguments) -> int:
     """Mine the candidates, write them to the output folder and print a summary."""
-    from st_tasb.beir import write_beir
-    from st_tasb.mining import mine_candidates
-    from st_tasb.models import load_sentence_transformer
+    from st_tasb.data.beir import write_beir
+    from st_tasb.data.models import load_sentence_transformer
+    from st_tasb.prepare.mining import mine_candidates
 
     data, exclude = _mining_data(args)
     model = load_sentence_transformer(args.model, device=args.device) if args.model else None
@@ -85,8 +92,8 @@ def run(args: MineArguments) -> int:
 
 def _mining_data(args: MineArguments) -> tuple[Any, dict[str, list[str]]]:
     """The data to mine (with pseudo-queries if asked) and the documents never used as negatives."""
-    from st_tasb.beir import BeirData, load_beir
-    from st_tasb.pseudo_queries import make_pseudo_queries
+    from st_tasb.data.beir import BeirData, load_beir
+    from st_tasb.prepare.pseudo_queries import make_pseudo_queries
 
     if not args.pseudo_queries:
         return load_beir(args.data, args.split), {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from st_tasb.cli.arguments import Command, option
+from st_tasb.cli.options import Command, option
 
 
 @dataclass
@@ -24,7 +24,7 @@ class PushArguments:
 
 def run(args: PushArguments) -> int:
     """Push (or dry-run) and list the files."""
-    from st_tasb.hub import push_to_hub
+    from st_tasb.publish.hub import push_to_hub
 
     result = push_to_hub(
         args.model, args.repo_id, private=args.private, token=args.token, revision=args.revision,

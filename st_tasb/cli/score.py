@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from st_tasb.cli.arguments import Command, option
 from st_tasb.cli.mine import PAIRS_FILE
+from st_tasb.cli.options import Command, option
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ def run(args: ScoreArguments) -> int:
     """Score the candidates with the teacher(s), save the table and print its statistics."""
     from datasets import Dataset
 
-    from st_tasb.beir import load_beir
-    from st_tasb.models import load_cross_encoder, load_sentence_transformer
-    from st_tasb.scoring import (
+    from st_tasb.data.beir import load_beir
+    from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
+    from st_tasb.prepare.scoring import (
         BiEncoderScorer,
         CrossEncoderScorer,
         EnsembleScorer,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from st_tasb.cli.arguments import Command, option
-from st_tasb.settings import TrainingSettings
+from st_tasb.cli.options import Command, option
+from st_tasb.training.settings import TrainingSettings
 
 
 @dataclass(kw_only=True)
 class TrainArguments(TrainingSettings):
-    """Options of ``st-tasb train``: the data, the models, and the :class:`~st_tasb.settings.TrainingSettings`."""
+    """Options of ``st-tasb train``: the data, the models, and the :class:`~st_tasb.training.settings.TrainingSettings`."""
 
     table: str = option(help="teacher score table folder (st-tasb score, or TeacherScoreTable.save)")
     data: str = option(help="BEIR folder holding the query and passage texts")
@@ -34,13 +34,13 @@ class TrainArguments(TrainingSettings):
 
 def run(args: TrainArguments) -> int:
     """Load the data, the student and the teachers, train, and save the model with its card."""
-    from st_tasb.beir import load_beir
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.model_card import TASBModelCard
-    from st_tasb.models import load_sentence_transformer
-    from st_tasb.student import make_student
-    from st_tasb.table import TeacherScoreTable
-    from st_tasb.train import build_inbatch_teacher, process_state, train
+    from st_tasb.data.beir import load_beir
+    from st_tasb.data.models import load_sentence_transformer
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.table import TeacherScoreTable
+    from st_tasb.training.model_card import TASBModelCard
+    from st_tasb.training.student import make_student
+    from st_tasb.training.trainer import build_inbatch_teacher, process_state, train
 
     device = "cpu" if args.cpu else None
     state = process_state(args.cpu)

@@ -1,4 +1,4 @@
-"""In-batch teachers for :class:`~st_tasb.losses.DualTeacherMarginMSELoss`.
+"""In-batch teachers for :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss`.
 
 Each scores every query of a batch against every positive and negative of the batch (``[B, 2B]``):
 

@@ -1,9 +1,9 @@
 """The in-batch teacher interface: score every query of a batch against every passage of the batch.
 
 A batch of ``B`` training rows ``(q_i, p_i+, p_i-)`` reaches the loss with the labels dict of
-:class:`~st_tasb.collator.TASBDataCollator`. An :class:`InBatchTeacher` turns those labels into the
+:class:`~st_tasb.training.collator.TASBDataCollator`. An :class:`InBatchTeacher` turns those labels into the
 ``[B, 2B]`` matrix ``C`` of teacher scores of each query against ``[p_1+, ..., p_B+, p_1-, ..., p_B-]``,
-which :class:`~st_tasb.losses.DualTeacherMarginMSELoss` matches with its in-batch Margin-MSE term.
+which :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` matches with its in-batch Margin-MSE term.
 
 Teachers that read text implement :meth:`InBatchTeacher.score`; teachers that look scores up by
 row position (cached embeddings, precomputed tables) implement :meth:`InBatchTeacher.score_indices`
@@ -28,7 +28,7 @@ TEXT_KEYS = ("query", "positive", "negative")
 
 
 class InBatchTeacher(nn.Module):
-    """Base class of the in-batch teachers of :class:`~st_tasb.losses.DualTeacherMarginMSELoss`.
+    """Base class of the in-batch teachers of :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss`.
 
     Subclasses implement :meth:`score` (texts) or :meth:`score_indices` (row positions) and, for the
     latter, override :meth:`score_batch`. Calling the teacher on a labels dict (``teacher(labels)``)
@@ -86,7 +86,7 @@ class InBatchTeacher(nn.Module):
         The default reads ``labels["texts"]`` and calls :meth:`score`; index-based teachers override it.
 
         Args:
-            labels: the labels dict of :class:`~st_tasb.collator.TASBDataCollator`.
+            labels: the labels dict of :class:`~st_tasb.training.collator.TASBDataCollator`.
 
         Returns:
             A ``[B, 2B]`` tensor.
@@ -169,7 +169,7 @@ def batch_indices(labels: Mapping[str, Any], teacher: str) -> tuple[Tensor, Tens
     if missing:
         raise ValueError(
             f"{teacher} looks scores up by row position, but the labels lack {missing}: build the training "
-            "dataset with TeacherScoreTable.training_dataset(..., with_indices=True)"
+            "dataset with build_training_dataset(table, ..., with_indices=True)"
         )
     query_index, positive_index, negative_index = (torch.as_tensor(labels[key]).long().cpu() for key in INDEX_KEYS)
     return query_index, torch.cat([positive_index, negative_index])

@@ -21,6 +21,7 @@ from sentence_transformers import SentenceTransformer, SimilarityFunction
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from st_tasb.data.texts import TextStore
 from st_tasb.teachers.base import (
     InBatchTeacher,
     batch_indices,
@@ -28,7 +29,6 @@ from st_tasb.teachers.base import (
     resolve_device,
     resolve_dtype,
 )
-from st_tasb.texts import TextStore
 
 _FILES = {"queries": "queries.npy", "corpus": "corpus.npy"}
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from st_tasb.data.texts import TextStore
 from st_tasb.teachers.base import InBatchTeacher, batch_indices
-from st_tasb.texts import TextStore
 
 
 class MissingScoreError(KeyError):

@@ -22,11 +22,12 @@ from sentence_transformers import (
 )
 from sentence_transformers.losses import MarginMSELoss
 
-from st_tasb.beir import load_beir
-from st_tasb.clusters import QueryClusters
-from st_tasb.collator import TASBDataCollator
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.table import TeacherScoreTable
+from st_tasb.data.beir import load_beir
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.training.collator import TASBDataCollator
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
 
 class RecordingMarginMSE(torch.nn.Module):
@@ -47,7 +48,7 @@ class RecordingMarginMSE(torch.nn.Module):
 def main(model_path: str, data_dir: str, table_dir: str, clusters_dir: str, out_dir: str) -> None:
     data = load_beir(data_dir, "train")
     table = TeacherScoreTable.load(table_dir)
-    dataset = table.training_dataset(data.queries, data.corpus, QueryClusters.load(clusters_dir), with_indices=True)
+    dataset = build_training_dataset(table, data.queries, data.corpus, QueryClusters.load(clusters_dir), with_indices=True)
     model = SentenceTransformer(model_path, device="cpu")
     loss = RecordingMarginMSE(model)
     args = SentenceTransformerTrainingArguments(

@@ -22,7 +22,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from st_tasb.texts import TextStore
+from st_tasb.data.texts import TextStore
 
 Qrels = dict[str, dict[str, int]]
 
@@ -148,7 +148,7 @@ def write_beir(data: BeirData, folder: str | Path, split: str = "train") -> Path
         raise FileExistsError(f"{folder / 'corpus.jsonl'} exists: choose an empty folder")
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     for name, store, extra in (("corpus", data.corpus, {"title": ""}), ("queries", data.queries, {})):
-        ids, texts = store.ids.to_pylist(), store.dataset.data.column("text").to_pylist()
+        ids, texts = store.ids.to_pylist(), store.texts(range(len(store)))
         with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for record_id, text in zip(ids, texts):
                 handle.write(json.dumps({"_id": str(record_id), **extra, "text": text}, ensure_ascii=False) + "\n")

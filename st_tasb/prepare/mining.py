@@ -2,21 +2,21 @@
 
 Positives are the judged documents of each training query (grade >= ``positive_threshold``).
 Negatives are retrieved: by BM25 (bm25s, English stop words, no stemming), by a dense
-SentenceTransformer (:func:`st_tasb.evaluation.search`), or both. From each source's top ``top_k``
+SentenceTransformer (:func:`st_tasb.retrieval.evaluation.search`), or both. From each source's top ``top_k``
 hits the first ``skip_top`` are dropped (they are often unjudged positives), documents judged
 relevant at any grade >= 1 are never negatives, and BM25 hits without a single matching term are
 dropped. The sources are merged rank by rank (on equal ranks in the order of ``sources``), each
 document once, and the first ``max_negatives`` are kept. Every positive of a query is paired with every negative.
 
 Queries whose judgements are all below the threshold are skipped and reported, as are queries left
-without negatives. The pairs then get teacher scores (:mod:`st_tasb.scoring`); ``to_score`` lists
+without negatives. The pairs then get teacher scores (:mod:`st_tasb.prepare.scoring`); ``to_score`` lists
 the distinct (query, document) pairs a teacher has to score.
 
 Everything per pair is vectorised numpy/Arrow; per query only the hits matrix is held.
 
 Example:
-    >>> from st_tasb.beir import BeirData
-    >>> from st_tasb.texts import TextStore
+    >>> from st_tasb.data.beir import BeirData
+    >>> from st_tasb.data.texts import TextStore
     >>> corpus = TextStore.from_records([("d1", "cats purr when content"), ("d2", "dogs bark at cats"),
     ...                                  ("d3", "cats and dogs"), ("d4", "stock markets fell")])
     >>> queries = TextStore.from_records([("q1", "why do cats purr"), ("q2", "unjudged query")])
@@ -41,9 +41,9 @@ from bm25s.tokenization import Tokenizer
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
-from st_tasb.beir import BeirData
-from st_tasb.evaluation import Hits, IndexConfig, search
-from st_tasb.texts import TextStore
+from st_tasb.data.beir import BeirData
+from st_tasb.data.texts import TextStore
+from st_tasb.retrieval.evaluation import Hits, IndexConfig, search
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ def mine_candidates(
         skip_top: hits dropped from the top of each source's ranking (``0 <= skip_top < top_k``).
         max_negatives: negatives kept per query (``None``: all that remain).
         positive_threshold: the lowest grade that makes a judged document a positive (>= 1).
-        index: faiss index of the dense search (see :class:`~st_tasb.evaluation.IndexConfig`).
+        index: faiss index of the dense search (see :class:`~st_tasb.retrieval.evaluation.IndexConfig`).
         batch_size, query_max_length: encoding settings of the dense search.
         exclude: documents never used as a query's negatives besides its judged relevant ones, by query id
             (near-copies of a positive, such as a pseudo-query's source document:
-            :attr:`~st_tasb.pseudo_queries.PseudoQueries.exclude`).
+            :attr:`~st_tasb.prepare.pseudo_queries.PseudoQueries.exclude`).
         show_progress_bar: show progress of indexing, encoding and retrieval.
 
     Returns:

@@ -23,7 +23,7 @@ import math
 import re
 from pathlib import Path
 
-from st_tasb.beir import DataFormatError
+from st_tasb.data.beir import DataFormatError
 
 Run = dict[str, dict[str, float]]
 """A retrieval run: query id -> document id -> score (higher is better)."""

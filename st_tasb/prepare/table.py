@@ -44,11 +44,12 @@ from datasets import config as datasets_config
 from datasets.fingerprint import generate_random_fingerprint
 from tqdm.auto import tqdm
 
-from st_tasb.beir import DataFormatError
-from st_tasb.texts import TextStore, UnknownIdError
+from st_tasb.data.arrow import rows
+from st_tasb.data.beir import DataFormatError
+from st_tasb.data.texts import TextStore, UnknownIdError
 
 if TYPE_CHECKING:
-    from st_tasb.clusters import QueryClusters
+    pass
 
 ArrayLike = Union[pa.Array, pa.ChunkedArray, np.ndarray, Sequence[Any]]
 
@@ -225,10 +226,8 @@ class TeacherScoreTable:
                 f"the dataset has columns {found}; a teacher score table needs {list(ID_COLUMNS)} and either "
                 f"{list(SCORE_COLUMNS)} or the margin as 'margin' or 'score'"
             )
-        if dataset._indices is not None:
-            dataset = dataset.flatten_indices()
         wanted = [*ID_COLUMNS, *(SCORE_COLUMNS if has_scores else ()), *([margin_column] if margin_column else ())]
-        table = dataset.data.select(wanted)
+        table = rows(dataset.select_columns(wanted))
         query_type, passage_type = _id_types([table.schema.field(c).type for c in ID_COLUMNS], ID_COLUMNS)
         table = table.cast(
             pa.schema(
@@ -244,7 +243,7 @@ class TeacherScoreTable:
             table = table.add_column(3, pa.field("margin", pa.float32()), margin)
         else:
             table = table.rename_columns([*ID_COLUMNS, "margin"])
-        _raise_for_invalid_rows(table.table, "dataset")
+        _raise_for_invalid_rows(table, "dataset")
         fingerprint = hashlib.sha256(f"{dataset._fingerprint}|teacher-score-table".encode()).hexdigest()[:16]
         return cls(Dataset(table, fingerprint=fingerprint))
 
@@ -374,6 +373,16 @@ class TeacherScoreTable:
         return "pos_score" in self.dataset.column_names
 
     @property
+    def query_ids(self) -> pa.Array:
+        """The distinct query ids, in the order of their first row.
+
+        Example:
+            >>> TeacherScoreTable.from_margins([7, 3, 7], [1, 1, 2], [2, 3, 3], [0.5, 1.0, 2.0]).query_ids.to_pylist()
+            [7, 3]
+        """
+        return self.dataset.data.column("query_id").unique()
+
+    @property
     def num_queries(self) -> int:
         """The number of distinct query ids."""
         return pc.count_distinct(self.dataset.data.column("query_id")).as_py()
@@ -415,7 +424,7 @@ class TeacherScoreTable:
             >>> table.validate(queries, corpus)
             Traceback (most recent call last):
             ...
-            st_tasb.texts.UnknownIdError: 1 of 2 rows name ids that are missing:
+            st_tasb.data.texts.UnknownIdError: 1 of 2 rows name ids that are missing:
             1 negative_id(s) not in corpus, e.g. 12 (row 1)
         """
         unknown = {
@@ -434,32 +443,6 @@ class TeacherScoreTable:
             shown = ", ".join(f"{i!r} ({self._where(int(r))})" for i, r in zip(ids, examples))
             parts.append(f"{len(rows)} {name}(s) not in {store.name}, e.g. {shown}")
         raise UnknownIdError(f"{bad_rows} of {len(self)} rows name ids that are missing: " + "; ".join(parts))
-
-    def training_dataset(
-        self,
-        queries: TextStore,
-        corpus: TextStore,
-        clusters: QueryClusters | None = None,
-        *,
-        with_indices: bool = False,
-        cache_dir: str | Path | None = None,
-    ) -> Dataset:
-        """The training dataset of this table, see :func:`st_tasb.training_data.build_training_dataset`.
-
-        Args:
-            queries: the query texts.
-            corpus: the passage texts.
-            clusters: query clusters for topic-aware batches; without them (cluster -1) only random
-                batches are possible (``TopicAwareBalancedBatchSampler(..., topic_aware=False)``).
-            with_indices: also return the query/positive/negative row positions in each example.
-            cache_dir: write the sorted training table here and reopen it memory-mapped.
-
-        Returns:
-            A ``datasets.Dataset`` whose rows read as ``{"query", "positive", "negative", "label"}``.
-        """
-        from st_tasb.training_data import build_training_dataset
-
-        return build_training_dataset(self, queries, corpus, clusters, with_indices=with_indices, cache_dir=cache_dir)
 
     def _where(self, row: int) -> str:
         return f"{self.source}:{row + 1}" if self.source else f"row {row}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from st_tasb.sampler import PairIndex
+from st_tasb.training.sampler import PairIndex
 
 LOSS_KEYS = ("loss", "pairwise", "in_batch")
 """Log entries drawn by :func:`plot_loss_curves`: the total loss and the dual-teacher components."""
@@ -54,7 +54,7 @@ def plot_margins(
     """Teacher margins, and where in its own margin range each query's sampled pair falls.
 
     Left: the distribution of all pairs' margins. Right: for pairs drawn by balanced and by uniform
-    sampling (``draws`` draws per query, with the sampler's own :class:`~st_tasb.sampler.PairIndex`),
+    sampling (``draws`` draws per query, with the sampler's own :class:`~st_tasb.training.sampler.PairIndex`),
     the pair's position in its query's margin range (0 = the query's smallest margin, 1 = its
     largest), with the ``n_bins`` equal-width bin edges. Balanced sampling flattens the skew of
     uniform sampling towards the crowded bins.

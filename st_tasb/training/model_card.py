@@ -2,7 +2,7 @@
 
 sentence-transformers writes ``README.md`` when a model is saved (architecture, usage, training
 hyper-parameters, losses). :func:`write_model_card` adds a section rendered from the template
-``st_tasb/templates/model_card.md``: the TAS-Balanced settings (clusters, clusters per batch, margin
+``st_tasb/training/templates/model_card.md``: the TAS-Balanced settings (clusters, clusters per batch, margin
 bins, alpha, batch size, ...), the teachers, the training data, an evaluation table and the citation.
 The values are also stored as ``tas_balanced.json`` next to the model, so the section can be
 re-rendered later, e.g. to add evaluation results (:func:`add_evaluation`). Writing again replaces the
@@ -28,8 +28,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from st_tasb.losses import TASB_CITATION
-from st_tasb.metrics import METRICS
+from st_tasb.retrieval.metrics import METRICS
+from st_tasb.training.losses import TASB_CITATION
 
 CARD_DATA_FILE = "tas_balanced.json"
 """The file next to the model that stores the values of the TAS-Balanced section."""
@@ -103,14 +103,14 @@ class TASBModelCard:
 
 
 def render_section(card: TASBModelCard) -> str:
-    """The card section for ``card``, from the template ``st_tasb/templates/model_card.md``.
+    """The card section for ``card``, from the template ``st_tasb/training/templates/model_card.md``.
 
     Example:
         >>> section = render_section(TASBModelCard(settings={"alpha": 0.75}))
         >>> "| in-batch loss weight (alpha) | 0.75 |" in section, "hofstaetter2021tasb" in section
         (True, True)
     """
-    template = Template(resources.files("st_tasb").joinpath("templates/model_card.md").read_text(encoding="utf-8"))
+    template = Template(resources.files("st_tasb.training").joinpath("templates/model_card.md").read_text(encoding="utf-8"))
     return template.substitute(
         settings_table=_table(("setting", "value"), [(SETTING_LABELS.get(k, k), _format(v)) for k, v in card.settings.items()]),
         teachers=_bullets(card.teachers) or "Not recorded.",

@@ -15,7 +15,7 @@ metric                    trec_eval measure
 
 The binary measures (all but nDCG) count a document as relevant when its grade is at least
 ``relevance_threshold`` (pytrec_eval's ``relevance_level``; TREC-DL uses 2). Documents are ranked
-by score, ties broken by document id descending (see :mod:`st_tasb.runs`).
+by score, ties broken by document id descending (see :mod:`st_tasb.data.runs`).
 
 Which queries are averaged over: every query of the qrels, including queries whose judgements are
 all below the threshold (they score 0 on the binary measures, as in trec_eval). A qrels query with
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import pytrec_eval
 
-from st_tasb.beir import Qrels
-from st_tasb.runs import Run, truncate_run
+from st_tasb.data.beir import Qrels
+from st_tasb.data.runs import Run, truncate_run
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Built on sentence-transformers' cached-loss machinery (``CachedLossMixin``, Grad
 https://arxiv.org/abs/2101.06983): the student embeds the batch in mini-batches without gradients,
 the loss is computed and back-propagated to the embeddings, and each mini-batch is embedded again
 with gradients, fed the cached embedding gradients. The loss and the gradients equal those of
-:class:`~st_tasb.losses.DualTeacherMarginMSELoss` on the same batch (up to dropout draws, which are
+:class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` on the same batch (up to dropout draws, which are
 replayed); only one mini-batch of activations is alive at a time. Needs sentence-transformers >= 6.
 """
 
@@ -19,8 +19,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import dot_score
 from torch import Tensor
 
-from st_tasb.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
 from st_tasb.teachers.base import InBatchTeacher
+from st_tasb.training.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
 
 try:
     from sentence_transformers.base.losses.gradcache import (
@@ -50,11 +50,11 @@ class _Targets:
 
 
 class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
-    """:class:`~st_tasb.losses.DualTeacherMarginMSELoss` with gradient caching (GradCache).
+    """:class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` with gradient caching (GradCache).
 
     Args:
         model: the student SentenceTransformer.
-        inbatch_teacher: the in-batch teacher (see :class:`~st_tasb.losses.DualTeacherMarginMSELoss`).
+        inbatch_teacher: the in-batch teacher (see :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss`).
         alpha: weight of the in-batch term.
         similarity_fct: student score matrix of two embedding batches (default: dot product).
         mini_batch_size: rows embedded per forward pass; bounds the activation memory.

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from st_tasb.texts import IdIndex, IdsLike, TextStore, as_id_array
+from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -124,7 +124,7 @@ class QueryClusters:
         Args:
             model: any SentenceTransformer; queries are embedded with ``encode_query`` (so a
                 model's ``"query"`` prompt applies).
-            queries: a :class:`~st_tasb.texts.TextStore`, an ``{id: text}`` dict or ``(id, text)`` pairs.
+            queries: a :class:`~st_tasb.data.texts.TextStore`, an ``{id: text}`` dict or ``(id, text)`` pairs.
             k: number of k-means clusters (the paper: 2,000); empty ones are dropped afterwards.
             n_iter: k-means iterations (the paper: 10).
             seed: k-means initialisation seed.

@@ -165,7 +165,7 @@ class DualTeacherMarginMSELoss(nn.Module):
 
     Requirements:
         1. (query, positive, negative) triplets with the pairwise teacher margin as label.
-        2. The labels dict of :class:`~st_tasb.collator.TASBDataCollator` (``data_collator=``): texts for
+        2. The labels dict of :class:`~st_tasb.training.collator.TASBDataCollator` (``data_collator=``): texts for
            text teachers, row indices (``with_indices=True`` datasets) for cached or precomputed teachers.
         3. Batches of topically related queries (``TopicAwareBalancedBatchSampler``) make the in-batch
            negatives informative.

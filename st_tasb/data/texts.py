@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
+from st_tasb.data.arrow import rows
+
 
 class UnknownIdError(KeyError):
     """Raised when ids are absent from a :class:`TextStore`; names how many and which."""
@@ -204,11 +206,10 @@ class TextStore:
         missing = {"id", "text"} - set(dataset.column_names)
         if missing:
             raise ValueError(f"{name}: the dataset needs columns 'id' and 'text'; missing {sorted(missing)}")
-        if dataset._indices is not None:
-            dataset = dataset.flatten_indices()
         self.dataset = dataset
         self.name = name
-        self._index = IdIndex(dataset.data.column("id"), name=name)
+        self._rows = rows(dataset)
+        self._index = IdIndex(self._rows.column("id"), name=name)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the texts only: the id index is derived from them (smaller pickles for dataloader workers,
@@ -217,7 +218,8 @@ class TextStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.dataset, self.name = state["dataset"], state["name"]
-        self._index = IdIndex(self.dataset.data.column("id"), name=self.name)
+        self._rows = rows(self.dataset)
+        self._index = IdIndex(self._rows.column("id"), name=self.name)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[Any, str]], name: str = "texts") -> TextStore:
@@ -268,7 +270,7 @@ class TextStore:
 
     def texts(self, positions: Sequence[int] | np.ndarray) -> list[str]:
         """Texts at row ``positions``, in order."""
-        column = self.dataset.data.column("text")
+        column = self._rows.column("text")
         return column.take(pa.array(np.asarray(positions, dtype=np.int64))).to_pylist()
 
     def __getitem__(self, item: Any) -> str:

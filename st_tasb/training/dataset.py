@@ -1,17 +1,17 @@
 """The training dataset: teacher-scored pairs as integer positions, sorted for the sampler, texts resolved lazily.
 
-:func:`build_training_dataset` turns a :class:`~st_tasb.table.TeacherScoreTable` (ids) into the dataset that
-:class:`~st_tasb.sampler.TopicAwareBalancedBatchSampler` and the Trainer consume:
+:func:`build_training_dataset` turns a :class:`~st_tasb.prepare.table.TeacherScoreTable` (ids) into the dataset that
+:class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` and the Trainer consume:
 
 - Arrow columns ``query_index``, ``positive_index``, ``negative_index`` (int32 row positions into the
-  query and passage :class:`~st_tasb.texts.TextStore`), ``margin`` (float32, teacher pos - neg score) and
+  query and passage :class:`~st_tasb.data.texts.TextStore`), ``margin`` (float32, teacher pos - neg score) and
   ``cluster`` (int32 topic cluster of the query, -1 without clusters);
 - rows sorted by ``(query_index, margin)``, so every query's pairs are one contiguous, margin-ordered run
   and the sampler builds its per-query margin bins with a few vectorised passes;
 - a ``set_transform`` that reads rows as ``{"query", "positive", "negative", "label"}`` texts and margin
   (plus the three indices with ``with_indices=True``, for teachers that look embeddings up by position).
 
-The sampler reads the metadata columns through ``dataset.data``, which the transform does not touch.
+The sampler reads the metadata columns from the dataset's Arrow rows, which the transform does not touch.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from datasets import Dataset, load_from_disk
 from datasets.fingerprint import generate_random_fingerprint
 from datasets.table import InMemoryTable
 
-from st_tasb.texts import TextStore
+from st_tasb.data.arrow import rows
+from st_tasb.data.texts import TextStore
 
 if TYPE_CHECKING:
-    from st_tasb.clusters import QueryClusters
-    from st_tasb.table import TeacherScoreTable
+    from st_tasb.prepare.clusters import QueryClusters
+    from st_tasb.prepare.table import TeacherScoreTable
 
 INDEX_COLUMNS = ("query_index", "positive_index", "negative_index")
 SAMPLER_COLUMNS = ("query_index", "margin", "cluster")
@@ -78,7 +79,7 @@ def build_training_dataset(
             clusters the ``cluster`` column is -1 and only random-query batching is possible.
         with_indices: also expose ``query_index``/``positive_index``/``negative_index`` in the rows
             (needed by cached or precomputed in-batch teachers; use it with
-            :class:`~st_tasb.collator.TASBDataCollator`).
+            :class:`~st_tasb.training.collator.TASBDataCollator`).
         cache_dir: write the sorted Arrow table here and reopen it memory-mapped (large tables);
             by default it is kept in memory (five int32/float32 columns, 20 bytes a pair).
 
@@ -86,7 +87,7 @@ def build_training_dataset(
         A ``datasets.Dataset`` as described in the module docstring.
 
     Raises:
-        st_tasb.texts.UnknownIdError: naming the table's ids that are missing from queries or corpus.
+        st_tasb.data.texts.UnknownIdError: naming the table's ids that are missing from queries or corpus.
         ValueError: naming queries of the table that have no cluster.
     """
     data = table.dataset.data
@@ -219,16 +220,12 @@ def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:
     Raises:
         ValueError: when the dataset was not built by :func:`build_training_dataset`.
     """
-    table = getattr(dataset, "data", None)
-    missing = [c for c in SAMPLER_COLUMNS if table is None or c not in table.column_names]
+    names = dataset.column_names if isinstance(dataset, Dataset) else []
+    missing = [c for c in SAMPLER_COLUMNS if c not in names]
     if missing:
         raise ValueError(
             f"the dataset lacks the columns {missing} that TopicAwareBalancedBatchSampler needs; build it with "
-            "TeacherScoreTable.training_dataset(queries, corpus, clusters)"
+            "build_training_dataset(table, queries, corpus, clusters)"
         )
-    if dataset._indices is not None:
-        raise ValueError(
-            "the training dataset has an indices mapping (select/shuffle/filter); the sampler needs the "
-            "table order: call dataset.flatten_indices() or rebuild it with training_dataset()"
-        )
+    table = rows(dataset.select_columns(list(SAMPLER_COLUMNS)))
     return {c: table.column(c).to_numpy() for c in SAMPLER_COLUMNS}

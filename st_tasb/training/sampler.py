@@ -1,6 +1,6 @@
 """TAS-Balanced batch sampling: topic-aware batches of queries, each with a margin-balanced pair.
 
-The sampler works on the dataset of :func:`st_tasb.training_data.build_training_dataset`, whose rows are
+The sampler works on the dataset of :func:`st_tasb.training.dataset.build_training_dataset`, whose rows are
 teacher-scored (query, positive, negative) pairs sorted by query and margin. Two structures are built
 from its metadata columns with a few vectorised passes (no loop over rows):
 
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from sentence_transformers.sampler import DefaultBatchSampler
 
-from st_tasb.training_data import metadata_columns
+from st_tasb.training.dataset import metadata_columns
 
 DEFAULT_N_BINS = 10
 _CHUNK_ROWS = 1 << 22  # rows binned at a time
@@ -261,7 +261,7 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
     ``SentenceTransformerTrainingArguments``; the Trainer constructs it for every dataloader.
 
     Args:
-        dataset: a dataset from ``TeacherScoreTable.training_dataset(...)``.
+        dataset: a dataset from ``build_training_dataset(table, queries, corpus, ...)``.
         batch_size: queries (rows) per batch; every batch has exactly this many.
         drop_last: leave out the epoch's last incomplete batch (else it is topped up from the epoch's start).
         valid_label_columns: unused (part of the sentence-transformers sampler signature).

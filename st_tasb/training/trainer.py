@@ -3,18 +3,18 @@
 :func:`train` takes a student, a teacher score table, the query and passage texts, the query clusters
 and an in-batch teacher, and runs the Trainer with
 
-- the training dataset of the table (:meth:`~st_tasb.table.TeacherScoreTable.training_dataset`, with
+- the training dataset of the table (:meth:`~st_tasb.prepare.table.TeacherScoreTable.training_dataset`, with
   row indices so that cached and precomputed in-batch teachers can look their scores up);
 - ``batch_sampler=functools.partial(TopicAwareBalancedBatchSampler, n_bins=..., clusters_per_batch=...,
   topic_aware=..., balanced=...)``;
-- :class:`~st_tasb.losses.DualTeacherMarginMSELoss` (or its GradCache variant for large batches),
+- :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` (or its GradCache variant for large batches),
   whose ``pairwise`` and ``in_batch`` components are logged;
 - ``data_collator=TASBDataCollator.for_model(student)``;
 - the paper's optimisation settings by default (:class:`TrainingSettings`: Adam, lr 7e-6, no weight
   decay, cosine schedule, batch size 32, alpha 0.75, 10 margin bins, one cluster per batch).
 
 The final model is saved as a normal SentenceTransformer folder whose ``README.md`` carries a
-TAS-Balanced section (:mod:`st_tasb.model_card`). Under ``accelerate launch`` / ``torchrun`` every
+TAS-Balanced section (:mod:`st_tasb.training.model_card`). Under ``accelerate launch`` / ``torchrun`` every
 rank runs the same code; only the main process writes the model.
 """
 
@@ -38,14 +38,10 @@ from sentence_transformers import (
 )
 from transformers import TrainerCallback, TrainingArguments
 
-from st_tasb.clusters import QueryClusters
-from st_tasb.collator import TASBDataCollator
-from st_tasb.losses import DualTeacherMarginMSELoss
-from st_tasb.model_card import TASBModelCard, write_model_card
-from st_tasb.models import load_cross_encoder, load_sentence_transformer
-from st_tasb.sampler import TopicAwareBalancedBatchSampler
-from st_tasb.settings import TrainingSettings
-from st_tasb.table import TeacherScoreTable
+from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.teachers import (
     BiEncoderTeacher,
     ColBERTTeacher,
@@ -53,7 +49,12 @@ from st_tasb.teachers import (
     EmbeddingCache,
     InBatchTeacher,
 )
-from st_tasb.texts import TextStore
+from st_tasb.training.collator import TASBDataCollator
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.losses import DualTeacherMarginMSELoss
+from st_tasb.training.model_card import TASBModelCard, write_model_card
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def build_inbatch_teacher(
     Raises:
         ValueError: for an unknown kind, a missing model, a bi-encoder without the stores, or a cache
             whose rows do not match the stores.
-        FileNotFoundError, st_tasb.models.ModelLoadError: if the model cannot be found.
+        FileNotFoundError, st_tasb.data.models.ModelLoadError: if the model cannot be found.
     """
     if kind == "none":
         return None
@@ -194,7 +195,7 @@ def train(
     """Train ``student`` with TAS-Balanced batches and the dual-teacher loss, and save it with its card.
 
     Args:
-        student: the SentenceTransformer to train (dot-product scores; see :func:`st_tasb.student.make_student`).
+        student: the SentenceTransformer to train (dot-product scores; see :func:`st_tasb.training.student.make_student`).
         table: the pairwise teacher's scored (query, positive, negative) pairs.
         queries: the query texts (every query id of the table must be in it).
         corpus: the passage texts (every passage id of the table must be in it).
@@ -216,13 +217,13 @@ def train(
     Raises:
         ValueError: if topic-aware batches are asked for without clusters, the table has fewer queries
             than a batch, or a setting is invalid.
-        st_tasb.texts.UnknownIdError: if the table names queries or passages missing from the texts.
+        st_tasb.data.texts.UnknownIdError: if the table names queries or passages missing from the texts.
     """
     settings = settings or TrainingSettings()
     output_dir = Path(output_dir)
     if clusters is None and not settings.random_batches:
         raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or use random_batches=True")
-    dataset = table.training_dataset(queries, corpus, None if settings.random_batches else clusters, with_indices=True)
+    dataset = build_training_dataset(table, queries, corpus, None if settings.random_batches else clusters, with_indices=True)
     loss = _loss(student, inbatch_teacher, settings)
 
     if local_files_only is None:
@@ -263,7 +264,7 @@ def _loss(
     alpha = settings.alpha if teacher is not None else 0.0
     if settings.gradcache_mini_batch_size is None:
         return DualTeacherMarginMSELoss(student, teacher, alpha=alpha)
-    from st_tasb.cached_losses import CachedDualTeacherMarginMSELoss
+    from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 
     return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
 
@@ -325,7 +326,7 @@ def _card(
         "in-batch": _describe_teacher(teacher),
         **card.teachers,
     }
-    n_queries = len(dataset.data.column("query_index").unique())
+    n_queries = table.num_queries
     card.data = {**card.data, "training pairs": len(table), "training queries": n_queries}
     return card
 

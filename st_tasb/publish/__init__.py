@@ -1,0 +1,1 @@
+"""After training: the Hugging Face Hub upload and the plots of a run."""

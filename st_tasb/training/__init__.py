@@ -1,0 +1,1 @@
+"""Training: the dataset rows, the topic-aware balanced sampler, the collator, the losses, the student, the trainer."""

@@ -1,0 +1,135 @@
+"""The hyper-parameters of a TAS-Balanced run, kept apart from :mod:`st_tasb.training.trainer` so that reading them
+(``st-tasb train --help``, config files) does not load torch.
+
+Example:
+    >>> TrainingSettings(batch_size=64, clusters_per_batch=2).sampler_kwargs()
+    {'n_bins': 10, 'clusters_per_batch': 2, 'topic_aware': True, 'balanced': True}
+    >>> TrainingSettings(batch_size=30, clusters_per_batch=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size (30) must be a multiple of clusters_per_batch (4)
+    >>> TrainingSettings.of(TrainingSettings(alpha=0.5)).alpha
+    0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainingSettings:
+    """The hyper-parameters of a TAS-Balanced run; defaults are the paper's (Hofstätter et al., 2021).
+
+    Raises:
+        ValueError: for values out of range, naming the setting.
+    """
+
+    batch_size: int = field(
+        default=32,
+        metadata={"help": "queries per batch, b; every batch has exactly this many (the paper: 32)"},
+    )
+    learning_rate: float = field(default=7e-6, metadata={"help": "peak learning rate of Adam(W) (the paper: 7e-6)"})
+    epochs: float = field(
+        default=1.0,
+        metadata={"help": "passes over the training queries (each query once per epoch)"},
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata={"help": "stop after this many optimizer steps; overrides --epochs"},
+    )
+    warmup: float = field(
+        default=0.0,
+        metadata={"help": "learning-rate warmup: a number of steps (>= 1) or a fraction of training (< 1)"},
+    )
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "transformers learning-rate schedule: cosine, linear, constant, ..."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper: none)"})
+    alpha: float = field(
+        default=0.75,
+        metadata={"help": "weight of the in-batch Margin-MSE term (the paper: 0.75); unused without an in-batch teacher"},
+    )
+    n_bins: int = field(
+        default=10,
+        metadata={"help": "margin bins per query for balanced pair sampling, h (the paper: 10)"},
+    )
+    clusters_per_batch: int = field(
+        default=1,
+        metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
+    )
+    random_batches: bool = field(
+        default=False,
+        metadata={"help": "ablation: batches of random queries instead of one topic cluster"},
+    )
+    uniform_pairs: bool = field(
+        default=False,
+        metadata={"help": "ablation: draw each query's pair uniformly instead of balanced over margin bins"},
+    )
+    seed: int = field(
+        default=42,
+        metadata={"help": "random seed of the model initialisation and of the batch sampler"},
+    )
+    fp16: bool = field(default=False, metadata={"help": "fp16 mixed precision (CUDA only)"})
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (CUDA with bf16 support, or recent CPUs)"},
+    )
+    gradcache_mini_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "embed each batch in mini-batches of this size with gradient caching (large batches, little memory)"},
+    )
+    logging_steps: int = field(
+        default=50,
+        metadata={"help": "log the loss and its pairwise / in_batch components every N steps"},
+    )
+    save_steps: int | None = field(
+        default=None,
+        metadata={"help": "write a resumable checkpoint every N steps into OUTPUT/checkpoints"},
+    )
+    dataloader_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    cpu: bool = field(default=False, metadata={"help": "train on the CPU even when CUDA is available"})
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "epochs": self.epochs > 0,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "warmup": self.warmup >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "alpha": self.alpha >= 0,
+            "n_bins": self.n_bins >= 1,
+            "clusters_per_batch": self.clusters_per_batch >= 1,
+            "gradcache_mini_batch_size": self.gradcache_mini_batch_size is None or self.gradcache_mini_batch_size >= 1,
+            "logging_steps": self.logging_steps >= 1,
+            "save_steps": self.save_steps is None or self.save_steps >= 1,
+            "dataloader_workers": self.dataloader_workers >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(", ".join(f"{name}={getattr(self, name)!r} is out of range" for name in bad))
+        if self.batch_size % self.clusters_per_batch:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
+            )
+        if self.fp16 and self.bf16:
+            raise ValueError("choose one of fp16 and bf16")
+
+    @classmethod
+    def of(cls, options: object) -> TrainingSettings:
+        """The settings carried by ``options``, any object with these fields (e.g. parsed options of a
+        command whose arguments extend this class)."""
+        return cls(**{field.name: getattr(options, field.name) for field in dataclasses.fields(cls)})
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""
+        return {
+            "n_bins": self.n_bins,
+            "clusters_per_batch": self.clusters_per_batch,
+            "topic_aware": not self.random_batches,
+            "balanced": not self.uniform_pairs,
+        }
