@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from st_tasb.prepare.pseudo_queries import PseudoQueries, make_pseudo_queries
     from st_tasb.prepare.scoring import score_candidates
     from st_tasb.prepare.table import TeacherScoreTable
-    from st_tasb.retrieval.evaluation import evaluate_model, retrieve
+    from st_tasb.retrieval.evaluation import evaluate_model
     from st_tasb.retrieval.metrics import evaluate_run
+    from st_tasb.retrieval.search import SearchSettings, retrieve
     from st_tasb.teachers import (
         BiEncoderTeacher,
         ColBERTModel,
@@ -45,7 +46,8 @@ _MODULES = {
     "st_tasb.prepare.clusters": ("QueryClusters",),
     "st_tasb.training.collator": ("TASBDataCollator",),
     "st_tasb.training.dataset": ("build_training_dataset",),
-    "st_tasb.retrieval.evaluation": ("evaluate_model", "retrieve"),
+    "st_tasb.retrieval.evaluation": ("evaluate_model",),
+    "st_tasb.retrieval.search": ("SearchSettings", "retrieve"),
     "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
     "st_tasb.retrieval.metrics": ("evaluate_run",),
     "st_tasb.prepare.mining": ("mine_candidates",),
@@ -86,6 +88,7 @@ __all__ = [
     "PrecomputedTeacher",
     "PseudoQueries",
     "QueryClusters",
+    "SearchSettings",
     "TASBDataCollator",
     "TeacherScoreTable",
     "TextStore",

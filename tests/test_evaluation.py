@@ -1,4 +1,4 @@
-"""Tests of st_tasb.data.runs, st_tasb.retrieval.metrics, st_tasb.retrieval.evaluation and st_tasb.data.models."""
+"""Tests of st_tasb.data.runs, st_tasb.retrieval.metrics, st_tasb.retrieval.search, st_tasb.retrieval.evaluation and st_tasb.data.models."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from st_tasb.data.beir import BeirData, DataFormatError, load_beir
 from st_tasb.data.models import ModelLoadError, load_cross_encoder, load_sentence_transformer
 from st_tasb.data.runs import ranked, read_trec_run, truncate_run, write_trec_run
 from st_tasb.data.texts import TextStore
-from st_tasb.retrieval.evaluation import Hits, IndexConfig, evaluate_model, retrieve, search
+from st_tasb.retrieval.evaluation import evaluate_model
 from st_tasb.retrieval.metrics import METRICS, evaluate_run, evaluate_run_details
+from st_tasb.retrieval.search import Hits, IndexConfig, retrieve, search
 
 # ---------------------------------------------------------------------------------------------- metrics
 

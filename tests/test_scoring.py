@@ -11,13 +11,8 @@ from datasets import Dataset
 
 from st_tasb.data.beir import BeirData, load_beir
 from st_tasb.data.texts import TextStore
-from st_tasb.prepare.scoring import (
-    BiEncoderScorer,
-    CrossEncoderScorer,
-    EnsembleScorer,
-    as_scorer,
-    score_candidates,
-)
+from st_tasb.prepare.scoring import EnsembleScorer, as_scorer, score_candidates
+from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +90,9 @@ def test_ensemble_is_the_mean_of_cross_encoder_and_bi_encoder(scifact, triples, 
     np.testing.assert_allclose(table.dataset["pos_score"], (logits + dots) / 2, atol=1e-4)
 
     positions = (scifact.queries.positions(pairs["query_id"]), scifact.corpus.positions(pairs["positive_id"]))
-    squashed = CrossEncoderScorer(cross_encoder, raw_logits=False).score(
-        scifact.queries, scifact.corpus, *positions, batch_size=4
-    )
+    squashed = CrossEncoderTeacher(
+        cross_encoder, activation_fn=torch.nn.Sigmoid(), max_length=None, batch_size=4, device="cpu"
+    ).score_pairs(scifact.queries, scifact.corpus, *positions)
     np.testing.assert_allclose(squashed, 1 / (1 + np.exp(-logits)), atol=1e-5)
 
 
@@ -111,7 +106,7 @@ class _RecordingTeacher:
         self.calls = 0
         self.seen: list[tuple[str, str]] = []
 
-    def score(self, queries, corpus, query_positions, doc_positions, *, batch_size):
+    def score_pairs(self, queries, corpus, query_positions, doc_positions):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise RuntimeError("interrupted")
@@ -206,7 +201,7 @@ def test_bad_teachers_and_inputs_are_reported(tmp_path, minilm_path):
             super().__init__()
             self.result = result
 
-        def score(self, *args, **kwargs):
+        def score_pairs(self, *args, **kwargs):
             return self.result
 
     with pytest.raises(ValueError, match="non-finite score .* query q, document d1"):
@@ -217,10 +212,10 @@ def test_bad_teachers_and_inputs_are_reported(tmp_path, minilm_path):
         score_candidates(Broken(np.array([1.0])), pairs, queries, corpus, tmp_path / "b", show_progress_bar=False)
     with pytest.raises(ValueError, match="missing \\['negative_id'\\]"):
         score_candidates(_RecordingTeacher(), pairs.remove_columns("negative_id"), queries, corpus, tmp_path / "c")
-    with pytest.raises(ValueError, match="one output per pair"):
-        CrossEncoderScorer(CrossEncoder(minilm_path, num_labels=2, device="cpu"))
+    with pytest.raises(ValueError, match="one output"):
+        CrossEncoderTeacher(CrossEncoder(minilm_path, num_labels=2, device="cpu"), device="cpu")
     with pytest.raises(TypeError, match="cannot use a str as a teacher"):
         as_scorer("cross-encoder/ms-marco-MiniLM-L6-v2")
-    with pytest.raises(ValueError, match="similarity"):
-        BiEncoderScorer(None, similarity="l2")
+    with pytest.raises(ValueError, match="l2"):
+        BiEncoderTeacher(None, cache=(np.ones((1, 2)), np.ones((1, 2))), similarity_fn_name="l2")
     assert EnsembleScorer([_RecordingTeacher(), _RecordingTeacher()]).name == "mean(recording, recording)"

@@ -61,8 +61,8 @@ from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.publish.hub import push_to_hub
-from st_tasb.retrieval.evaluation import search
 from st_tasb.retrieval.metrics import evaluate_run
+from st_tasb.retrieval.search import search
 from st_tasb.training.model_card import TASBModelCard, add_evaluation
 from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.student import make_student

@@ -31,12 +31,12 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
@@ -45,7 +45,7 @@ from transformers import TrainerCallback
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, Qrels, load_beir
 from st_tasb.data.models import default_device
-from st_tasb.data.runs import Run, read_trec_run, write_trec_run
+from st_tasb.data.runs import read_trec_run, write_trec_run
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.mining import mine_candidates
@@ -60,8 +60,9 @@ from st_tasb.publish.plots import (
     plot_margins,
     plot_metrics,
 )
-from st_tasb.retrieval.evaluation import Hits, retrieve
+from st_tasb.retrieval.evaluation import evaluate_model
 from st_tasb.retrieval.metrics import evaluate_run
+from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
 from st_tasb.training.dataset import build_training_dataset
 from st_tasb.training.model_card import TASBModelCard, write_model_card
@@ -187,37 +188,6 @@ def split_queries(query_ids: list[str], dev_fraction: float) -> tuple[list[str],
     return train_ids, dev
 
 
-class CachedEmbeddingScores:
-    """A pairwise teacher for :func:`~st_tasb.prepare.scoring.score_candidates` that reads an :class:`EmbeddingCache`.
-
-    ``score`` is the dot product of cached query and passage rows (times ``scale``): the same scores the
-    in-batch :class:`~st_tasb.teachers.BiEncoderTeacher` gives, without encoding anything twice.
-
-    Args:
-        cache: embeddings aligned with the query and corpus stores.
-        name: the teacher's name in the scoring job's manifest.
-        scale: factor on the scores.
-
-    Example:
-        >>> cache = EmbeddingCache(np.array([[1.0, 0.0]]), np.array([[0.5, 0.5], [0.0, 1.0]]))
-        >>> CachedEmbeddingScores(cache, "toy", scale=2.0).score(None, None, np.array([0, 0]), np.array([0, 1]), batch_size=8)
-        array([1., 0.], dtype=float32)
-    """
-
-    def __init__(self, cache: EmbeddingCache, name: str, scale: float = 1.0) -> None:
-        self.cache = cache
-        self.name = f"{name} x {scale:g}"
-        self.scale = scale
-
-    def score(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray, *, batch_size: int
-    ) -> np.ndarray:
-        """Dot products of the cached rows, one per (query, passage) pair."""
-        query_rows = self.cache.rows("queries", np.asarray(query_positions, dtype=np.int64))
-        doc_rows = self.cache.rows("corpus", np.asarray(doc_positions, dtype=np.int64))
-        return (self.scale * np.einsum("ij,ij->i", query_rows, doc_rows)).astype(np.float32)
-
-
 def run_demo(
     data_dir: str | Path,
     output_dir: str | Path,
@@ -266,13 +236,14 @@ def run_demo(
                      config.max_dev_queries, config.max_corpus, config.max_seq_length, config.pseudo_queries,
                      config.max_pseudo_queries)
     teacher_model = SentenceTransformer(base_model, device=default_device())
-    inbatch_teacher = BiEncoderTeacher(teacher_model, passage_max_length=config.max_seq_length, similarity_fn_name="dot")
+    teacher = BiEncoderTeacher(
+        teacher_model, passage_max_length=config.max_seq_length, similarity_fn_name="dot", scale=config.teacher_scale,
+        name=f"bi-encoder:all-MiniLM-L6-v2:dot x {config.teacher_scale:g}",
+    )
     cache = cached_embeddings(
-        inbatch_teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
+        teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
         show_progress_bar=show_progress_bar,
     )
-    scaled = EmbeddingCache(np.asarray(cache.queries) * config.teacher_scale, cache.corpus)
-    inbatch_teacher.cache = scaled
     clock.lap("teacher embeddings")
 
     candidates_file = work_dir / f"candidates-{_tag(texts_tag, config.top_k, config.max_negatives)}.parquet"
@@ -286,8 +257,7 @@ def run_demo(
         work_dir.mkdir(parents=True, exist_ok=True)
         pairs.to_parquet(str(candidates_file))
     table = score_candidates(
-        CachedEmbeddingScores(cache, "all-MiniLM-L6-v2", config.teacher_scale), pairs, training_data.queries,
-        training_data.corpus,
+        teacher, pairs, training_data.queries, training_data.corpus,
         work_dir / f"teacher-scores-{_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale)}",
         show_progress_bar=show_progress_bar,
     )
@@ -310,7 +280,7 @@ def run_demo(
         student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
         reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling)}",
     )
-    teacher_metrics = _evaluate_cached(scaled, training_data, dev_data, runs_dir / "dev-teacher.trec")
+    teacher_metrics = _evaluate_cached(cache, training_data, dev_data, runs_dir / "dev-teacher.trec")
     speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher_model, data.corpus)}
     clock.lap("evaluation before")
 
@@ -330,7 +300,7 @@ def run_demo(
     curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
     training = train(
         student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
-        inbatch_teacher=inbatch_teacher, settings=config.training_settings(seed), card=card, local_files_only=True,
+        inbatch_teacher=teacher, settings=config.training_settings(seed), card=card, local_files_only=True,
         callbacks=[curve] if curve else None,
     )
     clock.lap("training")
@@ -388,9 +358,8 @@ class DevCurve(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             was_training = model.training
-            run = retrieve(model, self.dev.corpus, self.dev.judged_queries(), show_progress_bar=self.show_progress_bar)
+            metrics = evaluate_model(model, self.dev, show_progress_bar=self.show_progress_bar)
             model.train(was_training)
-            metrics = evaluate_run(run, self.dev.qrels)
             self.points.append({"step": state.global_step, **metrics})
             logger.info("step %d: dev ndcg@10 %.4f", state.global_step, metrics["ndcg@10"])
 
@@ -509,12 +478,13 @@ def _evaluate(
 
     With ``reuse``, a run written there earlier is copied instead of retrieving again (else it is written there).
     """
-    if reuse is not None and (reuse / run_path.name).is_file():
-        run = read_trec_run(reuse / run_path.name)
-    else:
-        run = retrieve(model, data.corpus, data.judged_queries(), show_progress_bar=show_progress_bar)
+    if reuse is None or not (reuse / run_path.name).is_file():
+        metrics = evaluate_model(model, data, run_path=run_path, show_progress_bar=show_progress_bar)
         if reuse is not None:
-            write_trec_run(run, reuse / run_path.name, tag=run_path.stem)
+            reuse.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_path, reuse / run_path.name)
+        return metrics
+    run = read_trec_run(reuse / run_path.name)
     write_trec_run(run, run_path, tag=run_path.stem)
     return evaluate_run(run, data.qrels)
 
@@ -527,12 +497,13 @@ def _evaluate_cached(
     ``cache`` rows follow ``cached``'s query and corpus stores; ``data`` holds the evaluation corpus and queries.
     """
     queries = data.judged_queries()
-    corpus_vectors = np.ascontiguousarray(cache.rows("corpus", cached.corpus.positions(data.corpus.ids)), dtype=np.float32)
-    index = faiss.IndexFlatIP(corpus_vectors.shape[1])
-    index.add(corpus_vectors)
-    query_vectors = np.ascontiguousarray(cache.rows("queries", cached.queries.positions(queries.ids)), dtype=np.float32)
-    scores, positions = index.search(query_vectors, min(top_k, len(data.corpus)))
-    run: Run = Hits.from_unordered(positions, scores, data.corpus).to_run(queries, data.corpus)
+    hits = search_embeddings(
+        cache.rows("queries", cached.queries.positions(queries.ids)),
+        cache.rows("corpus", cached.corpus.positions(data.corpus.ids)),
+        data.corpus,
+        top_k=top_k,
+    )
+    run = hits.to_run(queries, data.corpus)
     write_trec_run(run, run_path, tag=run_path.stem)
     return evaluate_run(run, data.qrels)
 

@@ -70,22 +70,21 @@ def run(args: EvaluateArguments) -> int:
         return 0
 
     from st_tasb.data.models import load_sentence_transformer
-    from st_tasb.data.runs import write_trec_run
-    from st_tasb.retrieval.evaluation import IndexConfig, retrieve
+    from st_tasb.retrieval.evaluation import evaluate_model
+    from st_tasb.retrieval.search import IndexConfig, SearchSettings
 
     data = load_beir(args.data, args.split)
     model = load_sentence_transformer(args.model, device=args.device)
-    index = IndexConfig(args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search)
-    results = retrieve(
-        model, data.corpus, data.judged_queries(), top_k=args.top_k, index=index, similarity=args.similarity,
-        batch_size=args.batch_size, query_max_length=args.query_max_length,
+    settings = SearchSettings(
+        top_k=args.top_k, similarity=args.similarity, batch_size=args.batch_size, query_max_length=args.query_max_length,
+        index=IndexConfig(args.index, nlist=args.nlist, nprobe=args.nprobe, ef_search=args.ef_search),
+    )
+    metrics = evaluate_model(
+        model, data, settings, relevance_threshold=args.relevance_threshold, missing_as_zero=args.missing_as_zero,
+        run_path=args.run_output,
     )
     if args.run_output:
-        write_trec_run(results, args.run_output, tag=Path(args.model).name or "st-tasb")
         logger.info("wrote the run to %s", args.run_output)
-    metrics = evaluate_run(
-        results, data.qrels, relevance_threshold=args.relevance_threshold, missing_as_zero=args.missing_as_zero
-    )
     if args.update_card:
         from st_tasb.training.model_card import add_evaluation
 

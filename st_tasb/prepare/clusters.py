@@ -129,8 +129,8 @@ class QueryClusters:
             n_iter: k-means iterations (the paper: 10).
             seed: k-means initialisation seed.
             batch_size: encoding batch size.
-            max_seq_length: query length cap in tokens while encoding (the paper: 30); the model's
-                own setting is restored afterwards. ``None`` keeps the model's setting.
+            max_seq_length: query length cap in tokens while encoding (the paper: 30; never above the
+                model's own cap, which is restored afterwards). ``None`` keeps the model's setting.
             only_ids: cluster only these queries, e.g. the teacher table's ``query_id`` column (repeats
                 are fine). Ids absent from ``queries`` are logged with a count and examples, then skipped.
             show_progress_bar: show the encoding progress bar.
@@ -160,18 +160,14 @@ class QueryClusters:
         else:
             positions = _requested_positions(store, only_ids)
         texts = store.texts(positions)
-        previous_length = model.max_seq_length
-        if max_seq_length is not None:
-            model.max_seq_length = max_seq_length
-        try:
+        from st_tasb.data.models import capped_length, model_name  # torch only when encoding
+
+        with capped_length(model, max_seq_length):
             embeddings = model.encode_query(
                 texts, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
             )
-        finally:
-            model.max_seq_length = previous_length
+            settings = {"model": model_name(model), "max_seq_length": model.max_seq_length}
         del texts
-        length = max_seq_length if max_seq_length is not None else previous_length
-        settings = {"model": _model_name(model), "max_seq_length": length}
         return cls.fit_embeddings(
             embeddings,
             store.ids.take(pa.array(positions)),
@@ -515,13 +511,3 @@ def _requested_positions(store: TextStore, only_ids: IdsLike) -> np.ndarray:
             absent[:5].to_pylist(),
         )
     return np.sort(positions[positions >= 0])
-
-
-def _model_name(model: SentenceTransformer) -> str | None:
-    """The model's Hub id or local path, when it can be told."""
-    card = getattr(model, "model_card_data", None)
-    name = getattr(card, "base_model", None)
-    if name:
-        return str(name)
-    config = getattr(getattr(model[0], "auto_model", None), "config", None)
-    return getattr(config, "name_or_path", None) or None

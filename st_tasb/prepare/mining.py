@@ -2,7 +2,7 @@
 
 Positives are the judged documents of each training query (grade >= ``positive_threshold``).
 Negatives are retrieved: by BM25 (bm25s, English stop words, no stemming), by a dense
-SentenceTransformer (:func:`st_tasb.retrieval.evaluation.search`), or both. From each source's top ``top_k``
+SentenceTransformer (:func:`st_tasb.retrieval.search.search`), or both. From each source's top ``top_k``
 hits the first ``skip_top`` are dropped (they are often unjudged positives), documents judged
 relevant at any grade >= 1 are never negatives, and BM25 hits without a single matching term are
 dropped. The sources are merged rank by rank (on equal ranks in the order of ``sources``), each
@@ -43,7 +43,7 @@ from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.beir import BeirData
 from st_tasb.data.texts import TextStore
-from st_tasb.retrieval.evaluation import Hits, IndexConfig, search
+from st_tasb.retrieval.search import Hits, IndexConfig, search
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def mine_candidates(
         skip_top: hits dropped from the top of each source's ranking (``0 <= skip_top < top_k``).
         max_negatives: negatives kept per query (``None``: all that remain).
         positive_threshold: the lowest grade that makes a judged document a positive (>= 1).
-        index: faiss index of the dense search (see :class:`~st_tasb.retrieval.evaluation.IndexConfig`).
+        index: faiss index of the dense search (see :class:`~st_tasb.retrieval.search.IndexConfig`).
         batch_size, query_max_length: encoding settings of the dense search.
         exclude: documents never used as a query's negatives besides its judged relevant ones, by query id
             (near-copies of a positive, such as a pseudo-query's source document:

@@ -1,13 +1,14 @@
 """Teacher scores for candidate pairs: a resumable, sharded scoring job that ends in a TeacherScoreTable.
 
-A pair scorer (:class:`PairScorer`) wraps the pairwise teacher that scores (query, passage) pairs once,
-before training; the in-batch teachers of :mod:`st_tasb.teachers` score whole batches during it:
+The pairwise teacher scores each (query, passage) pair once, before training. It is one of the teachers
+of :mod:`st_tasb.teachers`, the same classes that score whole batches as in-batch teachers; anything
+with a ``name`` and a ``score_pairs`` method (:class:`~st_tasb.teachers.base.PairScorer`) will do:
 
-- :class:`CrossEncoderScorer`: any sentence-transformers ``CrossEncoder`` (one output), raw logits
-  by default (Margin-MSE matches unbounded teacher margins, as in the paper);
-- :class:`BiEncoderScorer`: a SentenceTransformer, dot product (or cosine) of the embeddings;
-- :class:`EnsembleScorer`: the mean of several scorers' scores (the paper's T2 teacher is the
-  mean of three cross-encoders).
+- :class:`~st_tasb.teachers.CrossEncoderTeacher`: any sentence-transformers ``CrossEncoder`` (one
+  output), raw logits by default (Margin-MSE matches unbounded teacher margins, as in the paper);
+- :class:`~st_tasb.teachers.BiEncoderTeacher`: a SentenceTransformer, or its cached embeddings;
+- :class:`EnsembleScorer`: the mean of several teachers' scores (the paper's T2 teacher is the mean of
+  three cross-encoders).
 
 :func:`score_candidates` scores every distinct (query, document) pair of the (query, positive,
 negative) triples once. Pairs are scored in shards of ``shard_size``, each written to the work folder
@@ -38,13 +39,11 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import CrossEncoder
@@ -54,108 +53,11 @@ from st_tasb.data.arrow import rows
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
 from st_tasb.prepare.table import TeacherScoreTable
-from st_tasb.retrieval.evaluation import SIMILARITIES, Similarity
+from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
+from st_tasb.teachers.base import PairScorer
 
 MANIFEST = "manifest.json"
 _FORMAT = 1
-
-
-@runtime_checkable
-class PairScorer(Protocol):
-    """Anything that scores (query, passage) pairs given by row positions into two text stores."""
-
-    name: str
-
-    def score(
-        self,
-        queries: TextStore,
-        corpus: TextStore,
-        query_positions: np.ndarray,
-        doc_positions: np.ndarray,
-        *,
-        batch_size: int,
-    ) -> np.ndarray:
-        """One float score per pair, ``score(queries[query_positions[i]], corpus[doc_positions[i]])``."""
-
-
-class CrossEncoderScorer:
-    """A sentence-transformers ``CrossEncoder`` as a teacher: ``predict`` on (query, passage) text pairs.
-
-    Args:
-        model: a CrossEncoder with a single output.
-        name: how the job manifest names this teacher (default: the model's path or id).
-        raw_logits: score with the raw logits (default) instead of the model's activation (a
-            sigmoid for one-output models, which squashes the margins).
-
-    Raises:
-        ValueError: if the model has more than one output.
-    """
-
-    def __init__(self, model: CrossEncoder, name: str | None = None, raw_logits: bool = True) -> None:
-        if model.num_labels != 1:
-            raise ValueError(f"a cross-encoder teacher needs one output per pair; this model has {model.num_labels}")
-        self.model = model
-        self.raw_logits = raw_logits
-        self.name = name or f"cross-encoder:{_model_name(model)}" + (":logits" if raw_logits else ":activation")
-
-    def score(
-        self,
-        queries: TextStore,
-        corpus: TextStore,
-        query_positions: np.ndarray,
-        doc_positions: np.ndarray,
-        *,
-        batch_size: int,
-    ) -> np.ndarray:
-        pairs = list(zip(queries.texts(query_positions), corpus.texts(doc_positions)))
-        activation = torch.nn.Identity() if self.raw_logits else None
-        scores = self.model.predict(
-            pairs, batch_size=batch_size, activation_fn=activation, convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(scores, dtype=np.float32)
-
-
-class BiEncoderScorer:
-    """A SentenceTransformer as a teacher: dot product (or cosine) of query and passage embeddings.
-
-    Each distinct query and passage of a call is encoded once (``encode_query`` / ``encode_document``).
-
-    Args:
-        model: the bi-encoder.
-        similarity: ``"dot"`` or ``"cosine"``.
-        name: how the job manifest names this teacher (default: the model's path or id).
-
-    Raises:
-        ValueError: for an unknown similarity.
-    """
-
-    def __init__(self, model: SentenceTransformer, similarity: Similarity = "dot", name: str | None = None) -> None:
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {SIMILARITIES}, not {similarity!r}")
-        self.model = model
-        self.similarity = similarity
-        self.name = name or f"bi-encoder:{_model_name(model)}:{similarity}"
-
-    def score(
-        self,
-        queries: TextStore,
-        corpus: TextStore,
-        query_positions: np.ndarray,
-        doc_positions: np.ndarray,
-        *,
-        batch_size: int,
-    ) -> np.ndarray:
-        unique_queries, query_index = np.unique(query_positions, return_inverse=True)
-        unique_docs, doc_index = np.unique(doc_positions, return_inverse=True)
-        options = {
-            "batch_size": batch_size,
-            "normalize_embeddings": self.similarity == "cosine",
-            "convert_to_numpy": True,
-            "show_progress_bar": False,
-        }
-        query_embeddings = self.model.encode_query(queries.texts(unique_queries), **options)
-        doc_embeddings = self.model.encode_document(corpus.texts(unique_docs), **options)
-        return np.einsum("ij,ij->i", query_embeddings[query_index], doc_embeddings[doc_index]).astype(np.float32)
 
 
 class EnsembleScorer:
@@ -171,27 +73,28 @@ class EnsembleScorer:
         self.teachers = list(teachers)
         self.name = name or "mean(" + ", ".join(t.name for t in self.teachers) + ")"
 
-    def score(
-        self,
-        queries: TextStore,
-        corpus: TextStore,
-        query_positions: np.ndarray,
-        doc_positions: np.ndarray,
-        *,
-        batch_size: int,
+    def score_pairs(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
     ) -> np.ndarray:
+        """The mean of the teachers' scores of each pair."""
         total = np.zeros(len(query_positions), dtype=np.float64)
         for teacher in self.teachers:
-            total += teacher.score(queries, corpus, query_positions, doc_positions, batch_size=batch_size)
+            total += teacher.score_pairs(queries, corpus, query_positions, doc_positions)
         return (total / len(self.teachers)).astype(np.float32)
 
 
 TeacherLike = PairScorer | CrossEncoder | SentenceTransformer | Sequence["TeacherLike"]
 
 
-def as_scorer(teacher: TeacherLike) -> PairScorer:
-    """Wrap a model as a :class:`PairScorer`: a CrossEncoder, a SentenceTransformer (dot product), a
+def as_scorer(teacher: TeacherLike, batch_size: int = 32) -> PairScorer:
+    """A pairwise teacher from a model: a CrossEncoder (raw logits), a SentenceTransformer (dot product), a
     sequence of them (an :class:`EnsembleScorer`), or a scorer already.
+
+    Models are wrapped as they are: on their own device and dtype, with their own token caps.
+
+    Args:
+        teacher: what to wrap.
+        batch_size: texts or pairs per forward pass of a wrapped model.
 
     Raises:
         TypeError: for anything else.
@@ -202,17 +105,18 @@ def as_scorer(teacher: TeacherLike) -> PairScorer:
         ...
         ValueError: an ensemble needs at least one teacher
     """
-    if isinstance(teacher, CrossEncoder):
-        return CrossEncoderScorer(teacher)
-    if isinstance(teacher, SentenceTransformer):
-        return BiEncoderScorer(teacher)
+    if isinstance(teacher, (CrossEncoder, SentenceTransformer)):
+        kept = {"batch_size": batch_size, "device": teacher.device, "dtype": next(teacher.parameters()).dtype}
+        if isinstance(teacher, CrossEncoder):
+            return CrossEncoderTeacher(teacher, max_length=None, **kept)
+        return BiEncoderTeacher(teacher, similarity_fn_name="dot", query_max_length=None, passage_max_length=None, **kept)
     if isinstance(teacher, PairScorer):
         return teacher
     if isinstance(teacher, Sequence) and not isinstance(teacher, str):
-        return EnsembleScorer([as_scorer(t) for t in teacher])
+        return EnsembleScorer([as_scorer(t, batch_size) for t in teacher])
     raise TypeError(
         f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
-        "a list of them, or an object with a name and a score() method"
+        "a list of them, or an object with a name and a score_pairs() method"
     )
 
 
@@ -230,15 +134,15 @@ def score_candidates(
     """Score the (query, positive, negative) triples of ``pairs`` with ``teacher``, resumably.
 
     Args:
-        teacher: a model, a list of models (their mean) or a :class:`PairScorer`, see
-            :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
+        teacher: a teacher of :mod:`st_tasb.teachers` (any :class:`~st_tasb.teachers.base.PairScorer`), a
+            model, or a list of them (their mean), see :func:`as_scorer`. Its name goes into the manifest, so that a folder is never resumed with
             another teacher; give teachers distinct names when different models share a path.
         pairs: columns ``query_id``, ``positive_id``, ``negative_id`` (e.g.
             :attr:`st_tasb.prepare.mining.MinedCandidates.pairs`).
         queries: the query texts.
         corpus: the passage texts.
         work_dir: where the shards and the manifest go; reuse it to resume an interrupted job.
-        batch_size: the teacher's batch size.
+        batch_size: the batch size of a model wrapped by :func:`as_scorer` (a teacher keeps its own).
         shard_size: distinct (query, document) pairs per shard (the most work an interruption loses).
         show_progress_bar: show a progress bar over the pairs.
 
@@ -254,7 +158,7 @@ def score_candidates(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, not {shard_size}")
-    teacher = as_scorer(teacher)
+    teacher = as_scorer(teacher, batch_size)
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
@@ -284,9 +188,7 @@ def score_candidates(
             if path.is_file():
                 scores[span] = _read_shard(path, expected)
             else:
-                scores[span] = _score_shard(
-                    teacher, queries, corpus, pair_queries[span], pair_docs[span], batch_size, path
-                )
+                scores[span] = _score_shard(teacher, queries, corpus, pair_queries[span], pair_docs[span], path)
                 pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
                 os.replace(path.with_suffix(".tmp"), path)
             bar.update(span.stop - span.start)
@@ -305,10 +207,9 @@ def _score_shard(
     corpus: TextStore,
     query_positions: np.ndarray,
     doc_positions: np.ndarray,
-    batch_size: int,
     path: Path,
 ) -> np.ndarray:
-    scores = np.asarray(teacher.score(queries, corpus, query_positions, doc_positions, batch_size=batch_size))
+    scores = np.asarray(teacher.score_pairs(queries, corpus, query_positions, doc_positions))
     if scores.shape != (len(query_positions),):
         raise ValueError(
             f"teacher {teacher.name!r} returned scores of shape {scores.shape} for {len(query_positions)} pairs"
@@ -352,9 +253,3 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
     temporary = manifest.with_suffix(".tmp")
     temporary.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, manifest)
-
-
-def _model_name(model: CrossEncoder | SentenceTransformer) -> str:
-    """The path or Hub id a model was loaded from, as far as its config records it."""
-    config = getattr(model, "config", None) or getattr(getattr(model[0], "auto_model", None), "config", None)
-    return getattr(config, "_name_or_path", "") or type(model).__name__

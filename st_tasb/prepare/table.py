@@ -436,12 +436,12 @@ class TeacherScoreTable:
             return
         bad_rows = len(np.unique(np.concatenate(list(unknown.values()))))
         parts = []
-        for name, rows in unknown.items():
+        for name, bad in unknown.items():
             store = queries if name == "query_id" else corpus
-            examples = rows[:_MAX_EXAMPLES]
+            examples = bad[:_MAX_EXAMPLES]
             ids = self.dataset.data.column(name).take(pa.array(examples)).to_pylist()
             shown = ", ".join(f"{i!r} ({self._where(int(r))})" for i, r in zip(ids, examples))
-            parts.append(f"{len(rows)} {name}(s) not in {store.name}, e.g. {shown}")
+            parts.append(f"{len(bad)} {name}(s) not in {store.name}, e.g. {shown}")
         raise UnknownIdError(f"{bad_rows} of {len(self)} rows name ids that are missing: " + "; ".join(parts))
 
     def _where(self, row: int) -> str:

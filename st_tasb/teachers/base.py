@@ -10,21 +10,39 @@ row position (cached embeddings, precomputed tables) implement :meth:`InBatchTea
 and read the ``query_index`` / ``positive_index`` / ``negative_index`` labels instead. Either way a
 teacher is frozen: its parameters never require gradients, it stays in eval mode, and it runs under
 ``torch.no_grad()``.
+
+The same teachers score candidate pairs before training (:meth:`InBatchTeacher.score_pairs`, the
+:class:`PairScorer` protocol of :func:`~st_tasb.prepare.scoring.score_candidates`): one model class per
+kind of teacher, whichever of the two teachers of the loss it plays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-#: The labels keys holding the row positions of a batch (contract of the training dataset).
-INDEX_KEYS = ("query_index", "positive_index", "negative_index")
-#: The keys of ``labels["texts"]``.
-TEXT_KEYS = ("query", "positive", "negative")
+from st_tasb.data.columns import INDEX_COLUMNS, TEXT_COLUMNS
+from st_tasb.data.models import default_device
+from st_tasb.data.texts import TextStore
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Anything that scores (query, passage) pairs given by row positions into two text stores.
+
+    Every :class:`InBatchTeacher` is one; so is :class:`~st_tasb.prepare.scoring.EnsembleScorer`.
+    """
+
+    name: str
+
+    def score_pairs(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
+    ) -> np.ndarray:
+        """One float score per pair, ``score(queries[query_positions[i]], corpus[doc_positions[i]])``."""
 
 
 class InBatchTeacher(nn.Module):
@@ -38,6 +56,9 @@ class InBatchTeacher(nn.Module):
     ``requires_grad`` is ``False`` on every parameter, and :meth:`train` keeps them in eval mode even
     when the enclosing loss is put into training mode.
 
+    Attributes:
+        name: how a scoring job's manifest names the teacher (a job is never resumed with another teacher).
+
     Example:
         >>> class LengthTeacher(InBatchTeacher):
         ...     def score(self, queries, passages):
@@ -46,7 +67,13 @@ class InBatchTeacher(nn.Module):
         >>> LengthTeacher()({"margin": torch.zeros(2), "texts": texts})
         tensor([[ 1., -2.,  2.,  0.],
                 [ 2., -1.,  3.,  1.]])
+        >>> queries = TextStore.from_records([("q1", "ab"), ("q2", "abc")])
+        >>> corpus = TextStore.from_records([("d1", "a"), ("d2", "abcd")])
+        >>> LengthTeacher().score_pairs(queries, corpus, np.array([1, 0, 1]), np.array([0, 1, 1]))
+        array([ 2., -2., -1.], dtype=float32)
     """
+
+    name: str = "teacher"
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:
         """Teacher scores of every query against every passage.
@@ -115,6 +142,34 @@ class InBatchTeacher(nn.Module):
         # clone() turns an inference-mode tensor (sentence-transformers' encode) into a normal one
         return scores.to(torch.float32).clone()
 
+    def score_pairs(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
+    ) -> np.ndarray:
+        """One score per (query, passage) pair given by row positions: the teacher as pairwise teacher.
+
+        The default scores each distinct query against its passages with :meth:`score`; teachers with a
+        cheaper way (one forward pass per pair, cached embeddings) override it.
+
+        Args:
+            queries: the query texts.
+            corpus: the passage texts.
+            query_positions: ``N`` row positions into ``queries``.
+            doc_positions: ``N`` row positions into ``corpus``.
+
+        Returns:
+            A float32 array of ``N`` scores.
+        """
+        query_positions, doc_positions = np.asarray(query_positions), np.asarray(doc_positions)
+        scores = np.empty(len(query_positions), dtype=np.float32)
+        order = np.argsort(query_positions, kind="stable")
+        starts = np.flatnonzero(np.diff(query_positions[order])) + 1
+        with torch.no_grad():
+            for group in np.split(order, starts):
+                if len(group):
+                    query = queries.texts(query_positions[group[:1]])
+                    scores[group] = self.score(query, corpus.texts(doc_positions[group]))[0].float().cpu().numpy()
+        return scores
+
     def freeze(self) -> InBatchTeacher:
         """Stop gradients to every parameter and switch to eval mode; returns ``self``."""
         for parameter in self.parameters():
@@ -153,10 +208,10 @@ def batch_texts(labels: Mapping[str, Any], teacher: str) -> dict[str, list[str]]
             f"{teacher} scores texts, but the labels have no 'texts' dict: use TASBDataCollator, whose labels "
             "carry the query, positive and negative texts"
         )
-    missing = [key for key in TEXT_KEYS if key not in texts]
+    missing = [key for key in TEXT_COLUMNS if key not in texts]
     if missing:
-        raise ValueError(f"{teacher}: labels['texts'] lacks {missing}; it needs {list(TEXT_KEYS)}")
-    return {key: list(texts[key]) for key in TEXT_KEYS}
+        raise ValueError(f"{teacher}: labels['texts'] lacks {missing}; it needs {list(TEXT_COLUMNS)}")
+    return {key: list(texts[key]) for key in TEXT_COLUMNS}
 
 
 def batch_indices(labels: Mapping[str, Any], teacher: str) -> tuple[Tensor, Tensor]:
@@ -165,21 +220,19 @@ def batch_indices(labels: Mapping[str, Any], teacher: str) -> tuple[Tensor, Tens
     Raises:
         ValueError: naming the teacher and the missing index keys.
     """
-    missing = [key for key in INDEX_KEYS if not isinstance(labels, Mapping) or key not in labels]
+    missing = [key for key in INDEX_COLUMNS if not isinstance(labels, Mapping) or key not in labels]
     if missing:
         raise ValueError(
             f"{teacher} looks scores up by row position, but the labels lack {missing}: build the training "
             "dataset with build_training_dataset(table, ..., with_indices=True)"
         )
-    query_index, positive_index, negative_index = (torch.as_tensor(labels[key]).long().cpu() for key in INDEX_KEYS)
+    query_index, positive_index, negative_index = (torch.as_tensor(labels[key]).long().cpu() for key in INDEX_COLUMNS)
     return query_index, torch.cat([positive_index, negative_index])
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device``, or CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return torch.device(device if device is not None else default_device())
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -197,22 +250,3 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-@contextmanager
-def capped_length(model: Any, max_length: int | None) -> Iterator[None]:
-    """Within the block, cut a sentence-transformers model's inputs at ``max_length`` tokens (never raises it).
-
-    Uses ``max_seq_length`` (sentence-transformers 6, and SentenceTransformer in 5) or ``max_length``
-    (CrossEncoder in 5) and restores the model's own value afterwards.
-    """
-    attribute = "max_seq_length" if hasattr(type(model), "max_seq_length") else "max_length"
-    own = getattr(model, attribute, None)
-    if max_length is None or (own is not None and own <= max_length):
-        yield
-        return
-    setattr(model, attribute, max_length)
-    try:
-        yield
-    finally:
-        setattr(model, attribute, own)

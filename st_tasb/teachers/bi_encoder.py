@@ -4,7 +4,9 @@ A bi-encoder scores a query and a passage from two independent embeddings, so th
 a whole training run can come from embeddings computed once: :meth:`BiEncoderTeacher.build_cache`
 encodes every query and passage of the training stores, and the teacher then scores a batch by
 looking up its rows (``query_index``, ``positive_index``, ``negative_index`` of the training dataset)
-with no teacher forward pass. The scores are exactly those the live model would give.
+with no teacher forward pass. The scores are exactly those the live model would give. As pairwise
+teacher (:meth:`BiEncoderTeacher.score_pairs`) it encodes each distinct query and passage once, or reads
+the cache.
 """
 
 from __future__ import annotations
@@ -21,14 +23,9 @@ from sentence_transformers import SentenceTransformer, SimilarityFunction
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from st_tasb.data.models import capped_length, model_name
 from st_tasb.data.texts import TextStore
-from st_tasb.teachers.base import (
-    InBatchTeacher,
-    batch_indices,
-    capped_length,
-    resolve_device,
-    resolve_dtype,
-)
+from st_tasb.teachers.base import InBatchTeacher, batch_indices, resolve_device, resolve_dtype
 
 _FILES = {"queries": "queries.npy", "corpus": "corpus.npy"}
 
@@ -146,6 +143,10 @@ class BiEncoderTeacher(InBatchTeacher):
         batch_size: texts per encoding batch.
         device: where the teacher runs (default: CUDA when available, else CPU).
         dtype: compute dtype of the model (default: bf16, or fp16 where unsupported, on CUDA; fp32 on CPU).
+        scale: factor on every score (e.g. to bring cosine scores in [-1, 1] to the range of a student's
+            unnormalised dot products).
+        name: how a scoring job's manifest names the teacher (default: ``bi-encoder:MODEL:SIMILARITY``,
+            with `` x SCALE`` when scaled).
 
     Raises:
         ValueError: without a model and a cache, without a similarity, or if the cache's dimension
@@ -157,6 +158,9 @@ class BiEncoderTeacher(InBatchTeacher):
         >>> teacher.score_indices(torch.tensor([1, 0]), torch.tensor([0, 2]))
         tensor([[2., 2.],
                 [3., 0.]])
+        >>> store = TextStore.from_records([("a", "unused"), ("b", "unused"), ("c", "unused")])
+        >>> teacher.score_pairs(store, store, np.array([1, 0]), np.array([0, 2]))
+        array([2., 0.], dtype=float32)
     """
 
     def __init__(
@@ -170,6 +174,8 @@ class BiEncoderTeacher(InBatchTeacher):
         batch_size: int = 64,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        scale: float = 1.0,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         if model is None and cache is None:
@@ -185,6 +191,11 @@ class BiEncoderTeacher(InBatchTeacher):
             raise ValueError("BiEncoderTeacher without a model needs similarity_fn_name ('dot', 'cosine', ...)")
         self.similarity_fn_name = SimilarityFunction(similarity_fn_name).value
         self.similarity = SimilarityFunction.to_similarity_fn(self.similarity_fn_name)
+        self.pairwise_similarity = SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)
+        self.scale = scale
+        described = model_name(model) if model is not None else "cached"
+        scaled = f" x {scale:g}" if scale != 1 else ""
+        self.name = name or f"bi-encoder:{described}:{self.similarity_fn_name}{scaled}"
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
         self.batch_size = batch_size
@@ -276,7 +287,7 @@ class BiEncoderTeacher(InBatchTeacher):
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:
         """Scores ``[Bq, P]`` from live embeddings of the texts."""
-        return self.similarity(self._encode(queries, True).float(), self._encode(passages, False).float())
+        return self.scale * self.similarity(self._encode(queries, True).float(), self._encode(passages, False).float())
 
     def score_indices(self, query_index: Tensor, passage_index: Tensor) -> Tensor:
         """Scores ``[Bq, P]`` from the cached embeddings of query rows and passage rows.
@@ -291,7 +302,23 @@ class BiEncoderTeacher(InBatchTeacher):
         passage_rows = self.cache.rows("corpus", np.asarray(passage_index, dtype=np.int64))
         query_embeddings = torch.from_numpy(query_rows).to(self._device, torch.float32)
         passage_embeddings = torch.from_numpy(passage_rows).to(self._device, torch.float32)
-        return self.similarity(query_embeddings, passage_embeddings)
+        return self.scale * self.similarity(query_embeddings, passage_embeddings)
+
+    def score_pairs(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
+    ) -> np.ndarray:
+        """One score per (query, passage) pair: from the cache when there is one, else each distinct query and
+        passage encoded once."""
+        unique_queries, query_index = np.unique(np.asarray(query_positions, dtype=np.int64), return_inverse=True)
+        unique_docs, doc_index = np.unique(np.asarray(doc_positions, dtype=np.int64), return_inverse=True)
+        if self.cache is not None:
+            query_embeddings = torch.from_numpy(self.cache.rows("queries", unique_queries)).float()
+            doc_embeddings = torch.from_numpy(self.cache.rows("corpus", unique_docs)).float()
+        else:
+            query_embeddings = self._encode(queries.texts(unique_queries), True).float().cpu()
+            doc_embeddings = self._encode(corpus.texts(unique_docs), False).float().cpu()
+        scores = self.pairwise_similarity(query_embeddings[query_index], doc_embeddings[doc_index])
+        return (self.scale * scores).numpy().astype(np.float32)
 
     def score_batch(self, labels: Mapping[str, Any]) -> Tensor:
         """Cached scores when there is a cache (needs the index labels), live scores of the texts otherwise."""
@@ -305,5 +332,6 @@ class BiEncoderTeacher(InBatchTeacher):
         return {
             "model": base_model,
             "similarity_fn_name": self.similarity_fn_name,
+            "scale": self.scale,
             "cached": self.cache is not None,
         }

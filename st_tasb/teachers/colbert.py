@@ -38,12 +38,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from st_tasb.data.compat import MultiVectorEncoder
 from st_tasb.teachers.base import InBatchTeacher, resolve_device, resolve_dtype
-
-try:
-    from sentence_transformers import MultiVectorEncoder
-except ImportError:  # sentence-transformers 5 has no multi-vector models
-    MultiVectorEncoder = None
 
 #: Embedding matrices are often padded past the tokenizer's size (to a multiple of 8 to 128 rows).
 VOCABULARY_PADDING = 128
@@ -256,6 +252,7 @@ class ColBERTTeacher(InBatchTeacher):
         self.passage_max_length = passage_max_length
         self.query_augmentation = query_augmentation
         self.batch_size = batch_size
+        self.name = f"colbert:{self.name_or_path or type(self.encoder).__name__}"
         self.freeze()
 
     @classmethod

@@ -1,7 +1,8 @@
 """Cross-encoder in-batch teacher: any sentence-transformers ``CrossEncoder`` scores all ``B x 2B`` pairs.
 
 A cross-encoder reads each (query, passage) pair jointly, so a batch of ``B`` rows costs ``2 B^2``
-teacher forward passes per training step: exact, but far slower than a ColBERT or bi-encoder teacher.
+teacher forward passes per training step: exact, but far slower than a ColBERT or bi-encoder teacher. As
+pairwise teacher (:meth:`CrossEncoderTeacher.score_pairs`) it costs one forward pass per candidate pair.
 """
 
 from __future__ import annotations
@@ -9,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from sentence_transformers.cross_encoder import CrossEncoder
 from torch import Tensor, nn
 
-from st_tasb.teachers.base import (
-    InBatchTeacher,
-    capped_length,
-    resolve_device,
-    resolve_dtype,
-)
+from st_tasb.data.models import capped_length, model_name
+from st_tasb.data.texts import TextStore
+from st_tasb.teachers.base import InBatchTeacher, resolve_device, resolve_dtype
 
 
 class CrossEncoderTeacher(InBatchTeacher):
@@ -34,6 +33,8 @@ class CrossEncoderTeacher(InBatchTeacher):
         batch_size: pairs per forward pass.
         device: where the teacher runs (default: CUDA when available, else CPU).
         dtype: compute dtype (default: bf16, or fp16 where unsupported, on CUDA; fp32 on CPU).
+        name: how a scoring job's manifest names the teacher (default: ``cross-encoder:MODEL:logits``, or
+            ``:activation`` with an ``activation_fn``).
 
     Raises:
         ValueError: if the cross-encoder has more than one output.
@@ -55,6 +56,7 @@ class CrossEncoderTeacher(InBatchTeacher):
         batch_size: int = 64,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         device = resolve_device(device)
@@ -67,6 +69,9 @@ class CrossEncoderTeacher(InBatchTeacher):
         self.activation_fn = activation_fn if activation_fn is not None else nn.Identity()
         self.max_length = max_length
         self.batch_size = batch_size
+        self.name = name or f"cross-encoder:{model_name(cross_encoder)}:" + (
+            "logits" if activation_fn is None else "activation"
+        )
         self.freeze()
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:
@@ -81,6 +86,21 @@ class CrossEncoderTeacher(InBatchTeacher):
                 show_progress_bar=False,
             )
         return scores.reshape(len(queries), len(passages))
+
+    def score_pairs(
+        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
+    ) -> np.ndarray:
+        """Cross-encoder scores of each (query, passage) pair, one forward pass per pair."""
+        pairs = list(zip(queries.texts(query_positions), corpus.texts(doc_positions)))
+        with torch.no_grad(), capped_length(self.cross_encoder, self.max_length):
+            scores = self.cross_encoder.predict(
+                pairs,
+                batch_size=self.batch_size,
+                activation_fn=self.activation_fn,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(scores, dtype=np.float32)
 
     def get_config_dict(self) -> dict[str, Any]:
         """The teacher's settings for the model card."""

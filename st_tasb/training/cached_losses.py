@@ -19,25 +19,9 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import dot_score
 from torch import Tensor
 
+from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6, CachedLossMixin, has_static_embedding_input
 from st_tasb.teachers.base import InBatchTeacher
 from st_tasb.training.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
-
-try:
-    from sentence_transformers.base.losses.gradcache import (
-        CachedLossMixin,
-        has_static_embedding_input,
-    )
-
-    _GRADCACHE_MISSING = ""
-except ImportError:  # sentence-transformers 5 has no shared GradCache machinery
-
-    class CachedLossMixin:  # type: ignore[no-redef]
-        """Stands in for sentence-transformers 6's mixin so that this module imports on version 5."""
-
-    _GRADCACHE_MISSING = (
-        "CachedDualTeacherMarginMSELoss needs sentence-transformers >= 6 (sentence_transformers.base.losses."
-        "gradcache); upgrade it, or use DualTeacherMarginMSELoss"
-    )
 
 
 @dataclass
@@ -83,8 +67,11 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         mini_batch_num_tokens: int | None = None,
         show_progress_bar: bool = False,
     ) -> None:
-        if _GRADCACHE_MISSING:
-            raise ImportError(_GRADCACHE_MISSING)
+        if not HAS_SENTENCE_TRANSFORMERS_6:
+            raise ImportError(
+                "CachedDualTeacherMarginMSELoss needs the GradCache machinery of sentence-transformers >= 6; "
+                "upgrade it, or use DualTeacherMarginMSELoss"
+            )
         if has_static_embedding_input(model):
             raise ValueError(
                 "CachedDualTeacherMarginMSELoss cannot mini-batch a StaticEmbedding student; use "

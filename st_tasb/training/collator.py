@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sentence_transformers.data_collator import SentenceTransformerDataCollator
 
+from st_tasb.data.compat import SentenceTransformerDataCollator
 from st_tasb.training.dataset import INDEX_COLUMNS
 
 TEXT_COLUMNS = ("query", "positive", "negative")

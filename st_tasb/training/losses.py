@@ -22,16 +22,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import dot_score
 from torch import Tensor, nn
 
+from st_tasb.data.compat import embed_columns
 from st_tasb.teachers.base import InBatchTeacher
-
-try:
-    from sentence_transformers.base.losses.merged_forward import embed_columns
-except ImportError:  # sentence-transformers 5: one forward pass per column
-
-    def embed_columns(model: nn.Module, features_list: Iterable[dict[str, Tensor]]) -> list[Tensor]:
-        """The ``sentence_embedding`` of each input column."""
-        return [model(features)["sentence_embedding"] for features in features_list]
-
 
 TASB_CITATION = """
 @inproceedings{hofstaetter2021tasb,
@@ -254,7 +246,10 @@ class DualTeacherMarginMSELoss(nn.Module):
             ``{"pairwise": ..., "in_batch": ...}``; the trainer logs both and optimises their sum.
         """
         features = self.check_features(sentence_features)
-        embeddings = embed_columns(self.model, features)
+        if embed_columns is None:  # sentence-transformers 5: one forward pass per column
+            embeddings = [self.model(column)["sentence_embedding"] for column in features]
+        else:
+            embeddings = embed_columns(self.model, features)
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sentence_transformers.sampler import DefaultBatchSampler
 
+from st_tasb.data.compat import DefaultBatchSampler
 from st_tasb.training.dataset import metadata_columns
 
 DEFAULT_N_BINS = 10

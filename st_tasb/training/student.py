@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.models import Pooling
+
+from st_tasb.data.compat import Pooling
 
 POOLING_MODES = ("cls", "mean", "max")
 
