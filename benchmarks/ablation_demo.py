@@ -38,10 +38,10 @@ from st_tasb.data.beir import load_beir
 from st_tasb.data.runs import read_trec_run
 
 VARIANTS = {
-    "tas-balanced": {"random_batches": False, "uniform_pairs": False},
-    "random-batches": {"random_batches": True, "uniform_pairs": False},
-    "uniform-pairs": {"random_batches": False, "uniform_pairs": True},
-    "random-uniform": {"random_batches": True, "uniform_pairs": True},
+    "tas-balanced": {"topic_aware": True, "balanced": True},
+    "random-batches": {"topic_aware": False, "balanced": True},
+    "uniform-pairs": {"topic_aware": True, "balanced": False},
+    "random-uniform": {"topic_aware": False, "balanced": False},
 }
 REFERENCE = "tas-balanced"
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
@@ -62,12 +62,12 @@ def main() -> None:
 
     base = DemoConfig.quick() if args.quick else DemoConfig()
     if args.max_steps:
-        base = dataclasses.replace(base, max_steps=args.max_steps)
+        base = base.with_training(max_steps=args.max_steps)
     output = Path(args.output)
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
         for variant in args.variants:
-            config = dataclasses.replace(base, **VARIANTS[variant])
+            config = base.with_training(**VARIANTS[variant])
             run_dir = output / variant / f"seed{seed}"
             metrics = _finished_run(run_dir, config, seed)
             if metrics is None and args.report_only:
@@ -95,7 +95,7 @@ def summarise(results: dict[str, dict[int, dict]], args: argparse.Namespace, bas
     after = {v: [results[v][s]["dev"]["student_after"] for s in seeds] for v in results}
     before = results[args.variants[0]][seeds[0]]["dev"]["student_before"]
     teacher = results[args.variants[0]][seeds[0]]["dev"]["teacher"]
-    print(f"\ndev split, {len(seeds)} seeds, {base.max_steps} steps of batch {base.batch_size} (mean ± sd)")
+    print(f"\ndev split, {len(seeds)} seeds, {base.training.max_steps} steps of batch {base.training.batch_size} (mean ± sd)")
     print(f"{'variant':<16}" + "".join(f"{m:>18}" for m in METRICS) + "   ndcg@10 per seed")
     print(f"{'before training':<16}" + "".join(f"{before[m]:>18.4f}" for m in METRICS))
     print(f"{'teacher':<16}" + "".join(f"{teacher[m]:>18.4f}" for m in METRICS))

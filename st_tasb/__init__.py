@@ -33,8 +33,15 @@ if TYPE_CHECKING:
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
     from st_tasb.training.collator import TASBDataCollator
     from st_tasb.training.dataset import build_training_dataset
-    from st_tasb.training.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
-    from st_tasb.training.sampler import BatchComposition, PairIndex, TopicAwareBalancedBatchSampler
+    from st_tasb.training.losses import (
+        DualTeacherMarginMSELoss,
+        dual_teacher_margin_mse,
+    )
+    from st_tasb.training.sampler import (
+        BatchComposition,
+        PairIndex,
+        TopicAwareBalancedBatchSampler,
+    )
     from st_tasb.training.settings import TrainingSettings
     from st_tasb.training.student import make_student
 

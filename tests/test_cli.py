@@ -161,11 +161,14 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
         OptionParser(train_arguments).parse(["--config", str(nulled)])
     ok = tmp_path / "ok.yaml"
     ok.write_text("learning_rate: 7e-6\nrandom-batches: true\nmax_steps: null\n")
-    assert load_config(ok, train_arguments) == {"learning_rate": "7e-6", "random_batches": True, "max_steps": None}
+    assert load_config(ok, train_arguments) == {"learning_rate": "7e-6", "topic_aware": False, "max_steps": None}
     required = ["--table", "t", "--data", "d", "--output", "o", "--student", "s"]
     parsed = OptionParser(train_arguments).parse(["--config", str(ok), *required])
-    assert (parsed.learning_rate, parsed.random_batches, parsed.max_steps) == (7e-6, True, None)
-    assert OptionParser(train_arguments).parse(["--config", str(ok), *required, "--no-random-batches"]).random_batches is False
+    assert (parsed.learning_rate, parsed.topic_aware, parsed.max_steps) == (7e-6, False, None)
+    assert OptionParser(train_arguments).parse(["--config", str(ok), *required, "--topic-aware"]).topic_aware is True
+    assert OptionParser(train_arguments).parse([*required, "--random-batches"]).topic_aware is False
+    assert OptionParser(train_arguments).parse([*required, "--no-balanced"]).balanced is False
+    assert OptionParser(train_arguments).parse([*required, "--uniform-pairs"]).balanced is False
 
 
 def test_boolean_and_list_options_parse() -> None:
@@ -357,6 +360,9 @@ def test_train_writes_a_loadable_model_with_its_card(trained_model: Path) -> Non
     assert "BiEncoderTeacher" in card["teachers"]["in-batch"] or "bi-encoder" in card["teachers"]["in-batch"]
     readme = (trained_model / "README.md").read_text()
     assert "## TAS-Balanced training" in readme and "| margin bins per query (h) | 4 |" in readme
+    # one card: sentence-transformers' own, with the section before its training details and the citation once
+    assert readme.index("## TAS-Balanced training") < readme.index("## Training Details")
+    assert readme.count("@inproceedings{hofstaetter2021tasb") == 1
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def test_demo_writes_metrics_before_and_after(demo_output: Path) -> None:
     assert all(0 <= v <= 1 for values in dev.values() for v in values.values())
     assert metrics["gain"] == pytest.approx({k: dev["student_after"][k] - dev["student_before"][k] for k in METRIC_KEYS})
     quick = DemoConfig.quick()
-    assert metrics["steps"] == quick.max_steps and metrics["config"]["max_steps"] == quick.max_steps
+    assert metrics["steps"] == quick.training.max_steps and metrics["config"]["training"]["max_steps"] == quick.training.max_steps
     assert metrics["queries"]["dev"] == quick.max_dev_queries and metrics["passages"] == quick.max_corpus
     assert metrics["seed"] == 3 and metrics["seconds"]["total"] > 0
     assert metrics["queries"]["pseudo"] == quick.max_pseudo_queries  # title pseudo-queries join the judged ones

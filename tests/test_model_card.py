@@ -8,26 +8,36 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from st_tasb.training.losses import TASB_CITATION
 from st_tasb.training.model_card import (
     CARD_DATA_FILE,
     SETTING_LABELS,
     TASBModelCard,
     add_evaluation,
+    attach_model_card,
     render_section,
     write_model_card,
 )
+from st_tasb.training.student import make_student
 
 METRICS = {"ndcg@10": 0.61234, "mrr@10": 0.5, "recall@100": 0.9, "recall@1000": 0.95, "map": 0.55}
 
 
 @pytest.fixture
-def saved_model(small_student: SentenceTransformer, tmp_path: Path) -> Path:
-    """A model folder with the README.md that sentence-transformers generates on save."""
-    small_student.model_card_data.local_files_only = True
+def student(small_student_path: str) -> SentenceTransformer:
+    """A student built from modules, as training makes one: sentence-transformers generates its card on save."""
+    model = make_student(small_student_path, pooling="mean", device="cpu")
+    model.model_card_data.local_files_only = True
+    return model
+
+
+@pytest.fixture
+def saved_model(student: SentenceTransformer, tmp_path: Path) -> Path:
+    """A model folder with the README.md that sentence-transformers generates on save, the section attached."""
+    small_student = student
+    attach_model_card(small_student, card())
     folder = tmp_path / "model"
     small_student.save(str(folder))
-    assert (folder / "README.md").is_file()
+    card().save(folder)
     return folder
 
 
@@ -39,33 +49,36 @@ def card() -> TASBModelCard:
     )
 
 
-def test_section_is_inserted_into_the_sentence_transformers_card(saved_model: Path) -> None:
-    """Guards "on top of what sentence-transformers writes": every line of the generated card survives, the section
-    sits before its Training Details, and the folder still loads as a SentenceTransformer."""
-    original = (saved_model / "README.md").read_text()
-    write_model_card(saved_model, card())
+def test_section_is_written_by_sentence_transformers_into_its_card(saved_model: Path, small_student_path: str, tmp_path: Path) -> None:
+    """Guards the template hook: the card sentence-transformers writes on save holds the section before its Training
+    Details, every line of the card it writes without the section is still there, and the folder still loads."""
     text = (saved_model / "README.md").read_text()
-    assert all(line in text for line in original.splitlines())
+    plain = make_student(small_student_path, pooling="mean", device="cpu")  # its own, unmodified template
+    plain.model_card_data.local_files_only = True
+    plain.save(str(tmp_path / "plain"))
+    assert all(line in text for line in (tmp_path / "plain" / "README.md").read_text().splitlines())
     assert text.startswith("---")  # the YAML metadata block stays first
     assert text.index("## Usage") < text.index("## TAS-Balanced training") < text.index("## Training Details")
     assert SentenceTransformer(str(saved_model), device="cpu").encode(["x"]).shape[0] == 1
 
 
-def test_section_records_settings_teachers_data_and_citation(saved_model: Path) -> None:
-    """Guards the card's content: the paper's settings with readable names, both teachers, the data and the BibTeX."""
-    write_model_card(saved_model, card())
+def test_section_records_settings_teachers_and_data(saved_model: Path) -> None:
+    """Guards the card's content: the paper's settings with readable names, both teachers and the data (the BibTeX
+    is sentence-transformers' to print, from the loss's citation, so the section does not repeat it)."""
     text = (saved_model / "README.md").read_text()
     for key, value in (("k", "2000"), ("clusters_per_batch", "1"), ("n_bins", "10"), ("alpha", "0.75"), ("batch_size", "32")):
         assert f"| {SETTING_LABELS[key]} | {value} |" in text
     assert "| topic-aware batches | yes |" in text
     assert "- **pairwise:** T2 ensemble of three cross-encoders" in text and "- **in-batch:** ColBERT" in text
     assert "- **training pairs:** 39780811" in text
-    assert TASB_CITATION.strip() in text
+    assert "hofstaetter2021tasb" not in render_section(card())
 
 
-def test_rewriting_replaces_the_section_and_evaluations_accumulate(saved_model: Path) -> None:
-    """Guards idempotence: writing twice leaves one section, and add_evaluation adds rows to the stored values."""
-    write_model_card(saved_model, card())
+def test_rewriting_replaces_the_section_and_evaluations_accumulate(student: SentenceTransformer, saved_model: Path) -> None:
+    """Guards idempotence: attaching and writing again leave one section, and add_evaluation adds rows to the stored
+    values."""
+    attach_model_card(student, card())
+    student.save(str(saved_model))
     write_model_card(saved_model, card())
     add_evaluation(saved_model, "dev", METRICS)
     add_evaluation(saved_model, "test", {**METRICS, "map": 0.25})

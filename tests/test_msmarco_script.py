@@ -122,7 +122,7 @@ def test_config_holds_the_papers_recipe(tmp_path: Path) -> None:
     assert (args.batch_size, args.learning_rate, args.weight_decay, args.lr_scheduler) == (32, 7e-6, 0.0, "cosine")
     assert (args.alpha, args.n_bins, args.clusters_per_batch) == (0.75, 10, 1)
     assert (args.cluster_k, args.cluster_iterations, args.query_max_length, args.max_seq_length) == (2000, 10, 30, 200)
-    assert not args.random_batches and not args.uniform_pairs and args.fp16
+    assert args.topic_aware and args.balanced and args.fp16
     assert args.student == "distilbert-base-uncased"
     assert args.colbert == "sebastian-hofstaetter/colbert-distilbert-margin_mse-T2-msmarco"
     assert args.eval_top_k == 1000  # R@1K

@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"st-tasb {name}: error: {error}", file=sys.stderr)
         return 2
-    from st_tasb.data.texts import UnknownIdError  # after parsing: --help stays free of datasets and torch
+    from st_tasb.data.texts import (
+        UnknownIdError,  # after parsing: --help stays free of datasets and torch
+    )
 
     try:
         return int(command.run(arguments) or 0)

@@ -28,8 +28,8 @@ class DemoArguments:
         None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
     )
     eval_steps: int | None = option(None, help="also evaluate on the dev queries every N steps (the dev curve, plots/dev_curve.png)")
-    random_batches: bool = option(False, help="ablation: random query batches instead of topic clusters")
-    uniform_pairs: bool = option(False, help="ablation: uniform instead of margin-balanced pair sampling")
+    topic_aware: bool = option(True, help="batches of one topic cluster; off (--random-batches, the ablation): random queries")
+    balanced: bool = option(True, help="pairs drawn evenly over the margin bins; off (--uniform-pairs, the ablation): uniformly")
 
 
 def run(args: DemoArguments) -> int:
@@ -39,14 +39,14 @@ def run(args: DemoArguments) -> int:
     from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    overrides = {
-        name: getattr(args, name)
-        for name in ("student_layers", "max_steps", "batch_size", "learning_rate", "alpha", "eval_steps")
-        if getattr(args, name) is not None
-    }
-    if "student_layers" in overrides:
-        overrides["student_layers"] = tuple(overrides["student_layers"])
-    config = replace(config, random_batches=args.random_batches, uniform_pairs=args.uniform_pairs, **overrides)
+    training = {name: getattr(args, name) for name in ("max_steps", "batch_size", "learning_rate", "alpha")}
+    config = config.with_training(
+        topic_aware=args.topic_aware, balanced=args.balanced, **{k: v for k, v in training.items() if v is not None}
+    )
+    if args.student_layers is not None:
+        config = replace(config, student_layers=tuple(args.student_layers))
+    if args.eval_steps is not None:
+        config = replace(config, eval_steps=args.eval_steps)
     result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir)
     dev = result.metrics["dev"]
     print(f"dev ({result.metrics['queries']['dev']} queries)        " + "  ".join(f"{m:>11}" for m in dev["student_after"]))

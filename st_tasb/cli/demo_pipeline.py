@@ -33,7 +33,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,7 @@ class DemoConfig:
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
-        batch_size, max_steps, learning_rate, warmup, alpha, n_bins, random_batches, uniform_pairs,
-            logging_steps: the training settings (see :class:`~st_tasb.training.settings.TrainingSettings`).
+        training: the training settings; the run's seed replaces their ``seed`` (:meth:`training_settings`).
         eval_steps: also evaluate the student on the dev queries every this many steps (the dev curve);
             ``None``: only before and after training.
         max_train_queries, max_dev_queries: use at most this many judged queries of each split (``None``: all).
@@ -110,15 +109,9 @@ class DemoConfig:
     max_negatives: int = 100
     queries_per_cluster: int = 160
     teacher_scale: float = 10.0
-    batch_size: int = 32
-    max_steps: int = 100
-    learning_rate: float = 1e-4
-    warmup: float = 0.1
-    alpha: float = 0.75
-    n_bins: int = 10
-    random_batches: bool = False
-    uniform_pairs: bool = False
-    logging_steps: int = 10
+    training: TrainingSettings = field(
+        default_factory=lambda: TrainingSettings(max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10)
+    )
     eval_steps: int | None = None
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
@@ -128,19 +121,20 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> DemoConfig:
         """A small version for tests and a first look (about a minute on two CPU cores)."""
+        full = cls()
         return cls(
-            student_layers=(0, 5), max_seq_length=64, batch_size=16, max_steps=12, logging_steps=3, queries_per_cluster=48,
-            max_train_queries=160, max_dev_queries=60, max_corpus=800, max_pseudo_queries=240, top_k=30,
-            max_negatives=20,
+            student_layers=(0, 5), max_seq_length=64, queries_per_cluster=48, max_train_queries=160, max_dev_queries=60,
+            max_corpus=800, max_pseudo_queries=240, top_k=30, max_negatives=20,
+            training=dataclasses.replace(full.training, batch_size=16, max_steps=12, logging_steps=3),
         )
 
+    def with_training(self, **settings: Any) -> DemoConfig:
+        """This config with some training settings replaced, e.g. ``with_training(topic_aware=False)``."""
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **settings))
+
     def training_settings(self, seed: int) -> TrainingSettings:
-        """The :class:`~st_tasb.training.settings.TrainingSettings` of the demo run."""
-        return TrainingSettings(
-            batch_size=self.batch_size, learning_rate=self.learning_rate, max_steps=self.max_steps,
-            warmup=self.warmup, alpha=self.alpha, n_bins=self.n_bins, random_batches=self.random_batches,
-            uniform_pairs=self.uniform_pairs, seed=seed, logging_steps=self.logging_steps,
-        )
+        """The :class:`~st_tasb.training.settings.TrainingSettings` of a demo run with ``seed``."""
+        return dataclasses.replace(self.training, seed=seed)
 
 
 @dataclass
@@ -313,7 +307,7 @@ def run_demo(
     dataset = build_training_dataset(table, training_data.queries, training_data.corpus, clusters)
     settings = config.training_settings(seed)
     sampler = TopicAwareBalancedBatchSampler(
-        dataset, config.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
+        dataset, settings.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
     )
     metrics = {
         "dev": {"student_before": before, "student_after": after, "teacher": teacher_metrics},
@@ -326,7 +320,7 @@ def run_demo(
         "passages": len(data.corpus),
         "training_passages": len(training_data.corpus),
         "training_pairs": len(table),
-        "clusters": clusters.stats(config.batch_size),
+        "clusters": clusters.stats(config.training.batch_size),
         "batch_composition": dataclasses.asdict(sampler.composition(0)),
         "encoding_passages_per_second": speed,
         "steps": training.global_step,
@@ -402,7 +396,7 @@ def _plots(
                                                     topic_aware=False)
     query_cluster = sampler.index.query_cluster
     plots = [
-        plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=config["batch_size"]),
+        plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=config["training"]["batch_size"]),
         plot_batch_composition(
             {name: BatchComposition.top_shares(query_cluster[s.epoch_queries(0)])
              for name, s in (("TAS-B", sampler), ("random batches", random_batches))},
@@ -410,7 +404,7 @@ def _plots(
         ),
         plot_margins(
             columns.column("query_index").to_numpy(), columns.column("margin").to_numpy(), folder / "margins.png",
-            n_bins=config["n_bins"], seed=metrics["seed"],
+            n_bins=config["training"]["n_bins"], seed=metrics["seed"],
         ),
         plot_loss_curves(training.log_history, folder / "loss.png"),
         plot_metrics(
@@ -441,9 +435,9 @@ def _load(data_dir: Path, split: str, config: DemoConfig) -> tuple[BeirData, Qre
         logger.warning("%d judged queries are not in queries.jsonl and are left out, e.g. %s", len(missing), missing[:5])
     train_ids, dev_ids = split_queries(query_ids, config.dev_fraction)
     train_ids, dev_ids = train_ids[: config.max_train_queries], dev_ids[: config.max_dev_queries]
-    if len(train_ids) < config.batch_size:
+    if len(train_ids) < config.training.batch_size:
         raise ValueError(
-            f"{data_dir}: {len(train_ids)} training queries, fewer than one batch of {config.batch_size}; "
+            f"{data_dir}: {len(train_ids)} training queries, fewer than one batch of {config.training.batch_size}; "
             "use a larger dataset"
         )
     train_qrels = {q: data.qrels[q] for q in train_ids}

@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
+ABLATION_FLAGS = {"random-batches": "topic_aware", "uniform-pairs": "balanced"}
+"""Flags that turn a TAS-Balanced component off, named after the ablation they run: ``--random-batches`` is
+``--no-topic-aware``, ``--uniform-pairs`` is ``--no-balanced`` (also as config keys set to true)."""
+
 
 class ConfigError(ValueError):
     """A config file or an option value is wrong; the message names the file, key or flag."""
@@ -79,7 +83,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         text = action.help or ""
         if action.required:
             return text + " (required)"
-        if "default" in text or action.default is argparse.SUPPRESS or action.option_strings[0].startswith("--no"):
+        if "default" in text or action.default is argparse.SUPPRESS or action.const is False:  # store_false flags
             return text
         return super()._get_help_string(action)
 
@@ -110,6 +114,9 @@ class OptionParser(HfArgumentParser, Generic[T]):
             if hints[field.name] is bool and field.default is False:
                 flag = field.name.replace("_", "-")
                 self.add_argument(f"--no-{flag}", dest=field.name, action="store_false", help=f"turn --{flag} off")
+        for flag, name in ABLATION_FLAGS.items():
+            if name in hints:
+                self.add_argument(f"--{flag}", dest=name, action="store_false", help=f"the ablation: --no-{name.replace('_', '-')}")
 
     def error(self, message: str) -> typing.NoReturn:
         raise ConfigError(message)
@@ -196,6 +203,9 @@ def load_config(path: str | Path, arguments: type) -> dict[str, Any]:
     values = {}
     for key, value in content.items():
         name = str(key).replace("-", "_")
+        ablated = ABLATION_FLAGS.get(name.replace("_", "-"))
+        if ablated in names and isinstance(value, bool):  # random_batches: true is topic_aware: false
+            name, value = ablated, not value
         if name not in names:
             raise ConfigError(f"{path}: unknown key {key!r}; valid keys are: {', '.join(sorted(names))}")
         values[name] = value

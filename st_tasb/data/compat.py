@@ -20,10 +20,15 @@ HAS_SENTENCE_TRANSFORMERS_6 = find_spec("sentence_transformers.base") is not Non
 
 if HAS_SENTENCE_TRANSFORMERS_6:
     from sentence_transformers import MultiVectorEncoder
-    from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
+    from sentence_transformers.base.losses.gradcache import (
+        CachedLossMixin,
+        has_static_embedding_input,
+    )
     from sentence_transformers.base.losses.merged_forward import embed_columns
     from sentence_transformers.base.sampler import DefaultBatchSampler
-    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+    from sentence_transformers.sentence_transformer.data_collator import (
+        SentenceTransformerDataCollator,
+    )
     from sentence_transformers.sentence_transformer.modules import Pooling
 else:  # sentence-transformers 5
     from sentence_transformers.data_collator import SentenceTransformerDataCollator

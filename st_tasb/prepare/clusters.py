@@ -160,7 +160,10 @@ class QueryClusters:
         else:
             positions = _requested_positions(store, only_ids)
         texts = store.texts(positions)
-        from st_tasb.data.models import capped_length, model_name  # torch only when encoding
+        from st_tasb.data.models import (  # torch only when encoding
+            capped_length,
+            model_name,
+        )
 
         with capped_length(model, max_seq_length):
             embeddings = model.encode_query(

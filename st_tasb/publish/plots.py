@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from st_tasb.training.sampler import PairIndex
+from st_tasb.training.settings import TrainingSettings
 
 LOSS_KEYS = ("loss", "pairwise", "in_batch")
 """Log entries drawn by :func:`plot_loss_curves`: the total loss and the dual-teacher components."""
@@ -49,7 +50,7 @@ def plot_cluster_sizes(sizes: np.ndarray, path: str | Path, *, batch_size: int |
 
 
 def plot_margins(
-    query_index: np.ndarray, margin: np.ndarray, path: str | Path, *, n_bins: int = 10, draws: int = 200, seed: int = 0
+    query_index: np.ndarray, margin: np.ndarray, path: str | Path, *, n_bins: int = TrainingSettings.n_bins, draws: int = 200, seed: int = 0
 ) -> Path:
     """Teacher margins, and where in its own margin range each query's sampled pair falls.
 

@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.models import capped_length, model_name
 from st_tasb.data.texts import TextStore
-from st_tasb.teachers.base import InBatchTeacher, batch_indices, resolve_device, resolve_dtype
+from st_tasb.teachers.base import (
+    InBatchTeacher,
+    batch_indices,
+    resolve_device,
+    resolve_dtype,
+)
 
 _FILES = {"queries": "queries.npy", "corpus": "corpus.npy"}
 

@@ -19,7 +19,11 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import dot_score
 from torch import Tensor
 
-from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6, CachedLossMixin, has_static_embedding_input
+from st_tasb.data.compat import (
+    HAS_SENTENCE_TRANSFORMERS_6,
+    CachedLossMixin,
+    has_static_embedding_input,
+)
 from st_tasb.teachers.base import InBatchTeacher
 from st_tasb.training.losses import DualTeacherMarginMSELoss, dual_teacher_margin_mse
 

@@ -32,10 +32,8 @@ from typing import Any
 
 import torch
 
+from st_tasb.data.columns import INDEX_COLUMNS, TEXT_COLUMNS
 from st_tasb.data.compat import SentenceTransformerDataCollator
-from st_tasb.training.dataset import INDEX_COLUMNS
-
-TEXT_COLUMNS = ("query", "positive", "negative")
 
 
 @dataclass

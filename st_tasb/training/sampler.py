@@ -53,8 +53,8 @@ import torch
 
 from st_tasb.data.compat import DefaultBatchSampler
 from st_tasb.training.dataset import metadata_columns
+from st_tasb.training.settings import TrainingSettings
 
-DEFAULT_N_BINS = 10
 _CHUNK_ROWS = 1 << 22  # rows binned at a time
 
 
@@ -291,7 +291,7 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
         generator: torch.Generator | None = None,
         seed: int = 0,
         *,
-        n_bins: int = DEFAULT_N_BINS,
+        n_bins: int = TrainingSettings.n_bins,
         clusters_per_batch: int = 1,
         topic_aware: bool = True,
         balanced: bool = True,

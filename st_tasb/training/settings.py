@@ -61,13 +61,13 @@ class TrainingSettings:
         default=1,
         metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
     )
-    random_batches: bool = field(
-        default=False,
-        metadata={"help": "ablation: batches of random queries instead of one topic cluster"},
+    topic_aware: bool = field(
+        default=True,
+        metadata={"help": "batches of one topic cluster; off (--random-batches, the ablation): random queries, no clusters needed"},
     )
-    uniform_pairs: bool = field(
-        default=False,
-        metadata={"help": "ablation: draw each query's pair uniformly instead of balanced over margin bins"},
+    balanced: bool = field(
+        default=True,
+        metadata={"help": "each query's pair drawn evenly over its margin bins; off (--uniform-pairs, the ablation): uniformly"},
     )
     seed: int = field(
         default=42,
@@ -127,9 +127,4 @@ class TrainingSettings:
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""
-        return {
-            "n_bins": self.n_bins,
-            "clusters_per_batch": self.clusters_per_batch,
-            "topic_aware": not self.random_batches,
-            "balanced": not self.uniform_pairs,
-        }
+        return {name: getattr(self, name) for name in ("n_bins", "clusters_per_batch", "topic_aware", "balanced")}

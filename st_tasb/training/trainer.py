@@ -52,7 +52,7 @@ from st_tasb.teachers import (
 from st_tasb.training.collator import TASBDataCollator
 from st_tasb.training.dataset import build_training_dataset
 from st_tasb.training.losses import DualTeacherMarginMSELoss
-from st_tasb.training.model_card import TASBModelCard, write_model_card
+from st_tasb.training.model_card import TASBModelCard, attach_model_card
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
 
@@ -201,7 +201,7 @@ def train(
         corpus: the passage texts (every passage id of the table must be in it).
         output_dir: where the trained model is saved (a SentenceTransformer folder); checkpoints go to
             its ``checkpoints`` subfolder.
-        clusters: the query clusters; needed unless ``settings.random_batches``.
+        clusters: the query clusters; needed unless ``settings.topic_aware`` is off.
         inbatch_teacher: the in-batch teacher (see :func:`build_inbatch_teacher`); ``None`` trains with
             the pairwise Margin-MSE term only (``alpha`` is then unused).
         settings: the hyper-parameters (default: :class:`TrainingSettings`, the paper's).
@@ -221,9 +221,9 @@ def train(
     """
     settings = settings or TrainingSettings()
     output_dir = Path(output_dir)
-    if clusters is None and not settings.random_batches:
-        raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or use random_batches=True")
-    dataset = build_training_dataset(table, queries, corpus, None if settings.random_batches else clusters, with_indices=True)
+    if clusters is None and settings.topic_aware:
+        raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or turn topic_aware off")
+    dataset = build_training_dataset(table, queries, corpus, clusters if settings.topic_aware else None, with_indices=True)
     loss = _loss(student, inbatch_teacher, settings)
 
     if local_files_only is None:
@@ -244,8 +244,9 @@ def train(
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
+        attach_model_card(student, card)
         student.save_pretrained(str(output_dir))
-        write_model_card(output_dir, card)
+        card.save(output_dir)
         checkpoint_dir = output_dir / CHECKPOINTS_DIR
         if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
             checkpoint_dir.rmdir()  # the Trainer creates it even when it writes no checkpoint
@@ -310,13 +311,11 @@ def _card(
     """The card values: the caller's, plus the settings, the in-batch teacher and the data counts."""
     card = dataclasses.replace(card) if card is not None else TASBModelCard()
     recorded = dataclasses.asdict(settings)
-    for name in ("random_batches", "uniform_pairs", "cpu", "dataloader_workers", "logging_steps", "save_steps"):
+    for name in ("cpu", "dataloader_workers", "logging_steps", "save_steps"):
         recorded.pop(name)
-    recorded["topic_aware"] = not settings.random_batches
-    recorded["balanced"] = not settings.uniform_pairs
     if teacher is None:
         recorded["alpha"] = None
-    if clusters is not None and not settings.random_batches:
+    if clusters is not None and settings.topic_aware:
         recorded["k"] = clusters.settings.get("k")
         recorded["n_clusters"] = clusters.n_clusters
     recorded["steps"] = steps
