@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow as pa
 from datasets import Dataset
 from datasets.table import InMemoryTable, Table
 
@@ -22,6 +24,17 @@ def rows(dataset: Dataset) -> Table:
     """
     mapped = dataset.with_format("arrow")[:]
     own = dataset.data
-    if mapped.num_rows == own.num_rows and mapped.equals(own.table):
-        return own
-    return InMemoryTable(mapped)
+    return own if _same_memory(mapped, own.table) else InMemoryTable(mapped)
+
+
+def _same_memory(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two tables are views of the same rows in the same buffers (checked without reading the data)."""
+
+    def layout(table: pa.Table) -> list[tuple[int, int, list[int | None]]]:
+        return [
+            (chunk.offset, len(chunk), [buffer.address if buffer is not None else None for buffer in chunk.buffers()])
+            for column in table.columns
+            for chunk in column.chunks
+        ]
+
+    return a.num_rows == b.num_rows and layout(a) == layout(b)

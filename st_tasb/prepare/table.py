@@ -118,7 +118,7 @@ class TeacherScoreTable:
         for name in ("margin", *(c for c in SCORE_COLUMNS if c in columns)):
             if schema.field(name).type != pa.float32():
                 raise ValueError(f"column {name!r} must be float32, not {schema.field(name).type}")
-        self.dataset = dataset if dataset._indices is None else dataset.flatten_indices()
+        self.dataset = dataset if rows(dataset) is dataset.data else Dataset(rows(dataset), fingerprint=generate_random_fingerprint())
         self.source = None if source is None else str(source)
 
     # ------------------------------------------------------------------ construction
@@ -244,8 +244,7 @@ class TeacherScoreTable:
         else:
             table = table.rename_columns([*ID_COLUMNS, "margin"])
         _raise_for_invalid_rows(table, "dataset")
-        fingerprint = hashlib.sha256(f"{dataset._fingerprint}|teacher-score-table".encode()).hexdigest()[:16]
-        return cls(Dataset(table, fingerprint=fingerprint))
+        return cls(Dataset(table, fingerprint=generate_random_fingerprint()))
 
     @classmethod
     def from_tsv(
