@@ -1,6 +1,9 @@
-"""In-batch teachers for :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss`.
+"""The teachers of TAS-Balanced, one class per kind of model.
 
-Each scores every query of a batch against every positive and negative of the batch (``[B, 2B]``):
+Each plays either role. As in-batch teacher of :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss` it
+scores every query of a batch against every positive and negative of the batch (``[B, 2B]``); as pairwise
+teacher it scores candidate pairs before training (``score_pairs``, used by
+:func:`~st_tasb.prepare.scoring.score_candidates`):
 
 * :class:`ColBERTTeacher`: late interaction, the paper's choice (original checkpoint layout or a
   sentence-transformers 6 multi-vector model);
