@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow as pa
 from datasets import Dataset
 from datasets.table import InMemoryTable, Table
 

@@ -46,23 +46,58 @@ class BeirData:
         return TextStore(self.queries.dataset.select(positions), name=self.queries.name)
 
 
+def text_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
+    r"""``(line number, line)`` of every non-blank line of a UTF-8 text file.
+
+    Args:
+        path: the file.
+        what: what the file holds, for the error of a missing file (``"qrels file"``, ...).
+
+    Raises:
+        FileNotFoundError: naming ``what`` and the path.
+        DataFormatError: naming ``file:line`` of a line that is not valid UTF-8.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "lines.txt"
+        >>> _ = path.write_bytes(b"first\n\ncaf\xe9\n")
+        >>> next(text_lines(path, "text file"))
+        (1, 'first\n')
+        >>> list(text_lines(path, "text file"))
+        Traceback (most recent call last):
+        ...
+        st_tasb.data.beir.DataFormatError: ...lines.txt:3: not valid UTF-8 (byte 0xe9 at column 4)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(
+                    f"{path}:{line_number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+                ) from None
+            if line.strip():
+                yield line_number, line
+
+
 def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` of every non-blank line of a BEIR JSON-lines file.
 
     Raises:
-        DataFormatError: naming file and line of a line that is not a JSON object with an ``_id``.
+        FileNotFoundError: for a missing file.
+        DataFormatError: naming file and line of a line that is not UTF-8, or not a JSON object with an ``_id``.
     """
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or "_id" not in record:
-                raise DataFormatError(f"{path}:{line_number}: a record needs an '_id' field")
-            yield line_number, record
+    for line_number, line in text_lines(path, "JSON-lines file"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or "_id" not in record:
+            raise DataFormatError(f"{path}:{line_number}: a record needs an '_id' field")
+        yield line_number, record
 
 
 def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
@@ -85,27 +120,21 @@ def load_qrels(path: str | Path) -> Qrels:
         DataFormatError: naming file and line for a row with the wrong number of fields or a
             non-integer grade, or for a file without judgements.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"qrels file not found: {path}")
     qrels: Qrels = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or (line_number == 1 and fields[0] in ("query-id", "query_id", "qid")):
-                continue
-            if len(fields) == 3:
-                qid, docid, grade = fields
-            elif len(fields) == 4:
-                qid, _, docid, grade = fields
-            else:
-                raise DataFormatError(
-                    f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) fields, got {len(fields)}"
-                )
-            try:
-                qrels.setdefault(qid, {})[docid] = int(float(grade))
-            except ValueError:
-                raise DataFormatError(f"{path}:{line_number}: relevance grade {grade!r} is not a number") from None
+    for line_number, line in text_lines(path, "qrels file"):
+        fields = line.split()
+        if line_number == 1 and fields[0] in ("query-id", "query_id", "qid"):
+            continue
+        if len(fields) == 3:
+            qid, docid, grade = fields
+        elif len(fields) == 4:
+            qid, _, docid, grade = fields
+        else:
+            raise DataFormatError(f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) fields, got {len(fields)}")
+        try:
+            qrels.setdefault(qid, {})[docid] = int(float(grade))
+        except ValueError:
+            raise DataFormatError(f"{path}:{line_number}: relevance grade {grade!r} is not a number") from None
     if not qrels:
         raise DataFormatError(f"{path}: no judgements")
     return qrels

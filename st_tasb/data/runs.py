@@ -23,7 +23,7 @@ import math
 import re
 from pathlib import Path
 
-from st_tasb.data.beir import DataFormatError
+from st_tasb.data.beir import DataFormatError, text_lines
 
 Run = dict[str, dict[str, float]]
 """A retrieval run: query id -> document id -> score (higher is better)."""
@@ -96,33 +96,27 @@ def read_trec_run(path: str | Path) -> Run:
         DataFormatError: naming ``file:line`` for a line without six fields, a rank that is not an
             integer, a score that is not a finite number, or a document listed twice for one query.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"run file not found: {path}")
     run: Run = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{line_number}"
-            if len(fields) != 6:
-                raise DataFormatError(f"{where}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
-            qid, _, docid, rank, score, _ = fields
-            try:
-                int(rank)
-            except ValueError:
-                raise DataFormatError(f"{where}: rank {rank!r} is not an integer") from None
-            try:
-                value = float(score)
-            except ValueError:
-                raise DataFormatError(f"{where}: score {score!r} is not a number") from None
-            if not math.isfinite(value):
-                raise DataFormatError(f"{where}: score {score!r} is not finite")
-            docs = run.setdefault(qid, {})
-            if docid in docs:
-                raise DataFormatError(f"{where}: document {docid!r} is listed twice for query {qid!r}")
-            docs[docid] = value
+    for line_number, line in text_lines(path, "run file"):
+        fields = line.split()
+        where = f"{path}:{line_number}"
+        if len(fields) != 6:
+            raise DataFormatError(f"{where}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
+        qid, _, docid, rank, score, _ = fields
+        try:
+            int(rank)
+        except ValueError:
+            raise DataFormatError(f"{where}: rank {rank!r} is not an integer") from None
+        try:
+            value = float(score)
+        except ValueError:
+            raise DataFormatError(f"{where}: score {score!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataFormatError(f"{where}: score {score!r} is not finite")
+        docs = run.setdefault(qid, {})
+        if docid in docs:
+            raise DataFormatError(f"{where}: document {docid!r} is listed twice for query {qid!r}")
+        docs[docid] = value
     return run
 
 

@@ -77,30 +77,25 @@ class CrossEncoderTeacher(InBatchTeacher):
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> Tensor:
         """Cross-encoder scores ``[Bq, P]`` of every (query, passage) pair."""
         pairs = [(query, passage) for query in queries for passage in passages]
-        with torch.no_grad(), capped_length(self.cross_encoder, self.max_length):
-            scores = self.cross_encoder.predict(
-                pairs,
-                batch_size=self.batch_size,
-                activation_fn=self.activation_fn,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-        return scores.reshape(len(queries), len(passages))
+        return self._predict(pairs).reshape(len(queries), len(passages))
 
     def score_pairs(
         self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
     ) -> np.ndarray:
         """Cross-encoder scores of each (query, passage) pair, one forward pass per pair."""
         pairs = list(zip(queries.texts(query_positions), corpus.texts(doc_positions)))
+        return self._predict(pairs).float().cpu().numpy()
+
+    def _predict(self, pairs: list[tuple[str, str]]) -> Tensor:
+        """One score per (query, passage) text pair, a tensor on the teacher's device."""
         with torch.no_grad(), capped_length(self.cross_encoder, self.max_length):
-            scores = self.cross_encoder.predict(
+            return self.cross_encoder.predict(
                 pairs,
                 batch_size=self.batch_size,
                 activation_fn=self.activation_fn,
-                convert_to_numpy=True,
+                convert_to_tensor=True,
                 show_progress_bar=False,
             )
-        return np.asarray(scores, dtype=np.float32)
 
     def get_config_dict(self) -> dict[str, Any]:
         """The teacher's settings for the model card."""
