@@ -14,6 +14,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.compat import Pooling
+from st_tasb.data.models import default_device
 
 POOLING_MODES = ("cls", "mean", "max")
 
@@ -49,7 +50,7 @@ def make_student(
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, not {pooling!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     model = base if isinstance(base, SentenceTransformer) else SentenceTransformer(str(base), device=device)
     transformer = model[0]
     encoder = transformer.auto_model
