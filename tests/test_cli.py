@@ -365,6 +365,32 @@ def test_train_writes_a_loadable_model_with_its_card(trained_model: Path) -> Non
     assert readme.count("@inproceedings{hofstaetter2021tasb") == 1
 
 
+def test_train_evaluates_keeps_the_best_model_and_stops_early(
+    table_dir: Path, clusters_dir: Path, tiny_beir: Path, small_student_path: str, tmp_path: Path
+) -> None:
+    """Guards --eval-data / --eval-steps / --early-stopping-patience: the Trainer evaluates with the retrieval
+    evaluator every 2 steps and selects on its nDCG@10; with a learning rate too small to change the ranking, the
+    metric never improves, so patience 1 stops training after the second evaluation (step 4 of 10); the final
+    metrics are in the card."""
+    output = tmp_path / "model"
+    arguments = [
+        "train", "--table", str(table_dir), "--clusters", str(clusters_dir), "--data", str(tiny_beir),
+        "--student", small_student_path, "--max-seq-length", "32", "--batch-size", "8", "--max-steps", "10",
+        "--learning-rate", "1e-12", "--n-bins", "4", "--cpu", "--eval-data", str(tiny_beir), "--eval-split", "dev",
+        "--eval-steps", "2", "--early-stopping-patience", "1", "--output", str(output),
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    card = json.loads((output / "tas_balanced.json").read_text())
+    assert card["settings"]["steps"] == 4
+    assert set(card["evaluation"]["dev"]) >= {"ndcg@10", "mrr@10"}
+    last = max((output / "checkpoints").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_dev_ndcg@10" in entry]
+    assert [entry["step"] for entry in evaluations] == [2, 4]
+    assert state["best_metric"] == evaluations[0]["eval_dev_ndcg@10"] and state["best_model_checkpoint"].endswith("-2")
+    assert card["evaluation"]["dev"]["ndcg@10"] == pytest.approx(state["best_metric"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: Path, tiny_beir: Path,
                                                  small_student_path: str, tmp_path: Path, torchrun) -> None:

@@ -30,6 +30,11 @@ class TrainArguments(TrainingSettings):
     inbatch_teacher_model: str | None = option(None, help="folder or Hub id of the in-batch teacher")
     inbatch_cache: str | None = option(None, help="bi-encoder teacher: folder for its cached embeddings (reused when present)")
     resume: bool = option(False, help="resume from the latest checkpoint in OUTPUT/checkpoints")
+    eval_data: str | None = option(
+        None, help="BEIR folder of evaluation queries: nDCG@10 every --eval-steps (best model kept, --early-stopping-"
+        "patience) and at the end, in the card"
+    )
+    eval_split: str = option("dev", help="qrels split of --eval-data")
 
 
 def run(args: TrainArguments) -> int:
@@ -47,6 +52,13 @@ def run(args: TrainArguments) -> int:
     data = load_beir(args.data, args.split)
     table = TeacherScoreTable.load(args.table)
     clusters = QueryClusters.load(args.clusters) if args.clusters else None
+    evaluator = None
+    if args.eval_data:
+        from st_tasb.retrieval.evaluator import RetrievalEvaluator
+
+        evaluator = RetrievalEvaluator.from_beir(load_beir(args.eval_data, args.eval_split), name=args.eval_split)
+    elif args.eval_steps or args.early_stopping_patience:
+        raise ValueError("--eval-steps and --early-stopping-patience need --eval-data (a BEIR folder to evaluate on)")
     if args.student_layers is not None or args.student_pooling is not None:
         student = make_student(
             args.student, num_layers=args.student_layers, pooling=args.student_pooling or "cls",
@@ -71,6 +83,7 @@ def run(args: TrainArguments) -> int:
     result = train(
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
         settings=TrainingSettings.of(args), card=card, resume_from_checkpoint=True if args.resume else None,
+        evaluator=evaluator,
     )
     if state.is_main_process:
         print(f"trained {result.global_step} steps -> {result.model_dir}")

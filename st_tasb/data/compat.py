@@ -20,6 +20,7 @@ HAS_SENTENCE_TRANSFORMERS_6 = find_spec("sentence_transformers.base") is not Non
 
 if HAS_SENTENCE_TRANSFORMERS_6:
     from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
     from sentence_transformers.base.losses.gradcache import (
         CachedLossMixin,
         has_static_embedding_input,
@@ -32,6 +33,7 @@ if HAS_SENTENCE_TRANSFORMERS_6:
     from sentence_transformers.sentence_transformer.modules import Pooling
 else:  # sentence-transformers 5
     from sentence_transformers.data_collator import SentenceTransformerDataCollator
+    from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
     from sentence_transformers.models import Pooling
     from sentence_transformers.sampler import DefaultBatchSampler
 
@@ -45,6 +47,7 @@ else:  # sentence-transformers 5
 
 __all__ = [
     "HAS_SENTENCE_TRANSFORMERS_6",
+    "BaseEvaluator",
     "CachedLossMixin",
     "DefaultBatchSampler",
     "MultiVectorEncoder",

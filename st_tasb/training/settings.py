@@ -90,6 +90,18 @@ class TrainingSettings:
         default=None,
         metadata={"help": "write a resumable checkpoint every N steps into OUTPUT/checkpoints"},
     )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "evaluate with the evaluator (st-tasb train: --eval-data) every N steps; none: only at the end"},
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "stop when the evaluator's nDCG@10 has not improved for N evaluations (needs --eval-steps)"},
+    )
+    keep_best_model: bool = field(
+        default=True,
+        metadata={"help": "with --eval-steps: end with the checkpoint of the best nDCG@10 (the paper early-stopped on it)"},
+    )
     dataloader_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even when CUDA is available"})
 
@@ -107,6 +119,8 @@ class TrainingSettings:
             "gradcache_mini_batch_size": self.gradcache_mini_batch_size is None or self.gradcache_mini_batch_size >= 1,
             "logging_steps": self.logging_steps >= 1,
             "save_steps": self.save_steps is None or self.save_steps >= 1,
+            "eval_steps": self.eval_steps is None or self.eval_steps >= 1,
+            "early_stopping_patience": self.early_stopping_patience is None or self.early_stopping_patience >= 1,
             "dataloader_workers": self.dataloader_workers >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -118,6 +132,12 @@ class TrainingSettings:
             )
         if self.fp16 and self.bf16:
             raise ValueError("choose one of fp16 and bf16")
+        if self.early_stopping_patience is not None and not (self.eval_steps and self.keep_best_model):
+            raise ValueError("early_stopping_patience needs eval_steps and keep_best_model")
+        if self.eval_steps and self.keep_best_model and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) to keep the best model"
+            )
 
     @classmethod
     def of(cls, options: object) -> TrainingSettings:

@@ -36,8 +36,9 @@ from sentence_transformers import (
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
-from transformers import TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
+from st_tasb.data.compat import BaseEvaluator
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
@@ -189,6 +190,7 @@ def train(
     settings: TrainingSettings | None = None,
     card: TASBModelCard | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    evaluator: BaseEvaluator | None = None,
     resume_from_checkpoint: str | bool | None = None,
     local_files_only: bool | None = None,
 ) -> TrainingRun:
@@ -208,6 +210,10 @@ def train(
         card: values for the model card's TAS-Balanced section, e.g. ``teachers={"pairwise": ...}`` and
             ``data={...}``; settings, the in-batch teacher and data counts are filled in.
         callbacks: extra ``transformers`` trainer callbacks.
+        evaluator: evaluates the student every ``settings.eval_steps`` steps (e.g. a
+            :class:`~st_tasb.retrieval.evaluator.RetrievalEvaluator` on dev queries), keeping the best
+            checkpoint and stopping early as the settings say, and once more on the final model; its
+            metrics go into the card and :attr:`TrainingRun.log_history`.
         resume_from_checkpoint: a checkpoint folder, or ``True`` for the latest one in ``output_dir/checkpoints``.
         local_files_only: keep the model card offline (no Hub look-ups); default: ``HF_HUB_OFFLINE``.
 
@@ -233,16 +239,20 @@ def train(
 
     trainer = SentenceTransformerTrainer(
         model=student,
-        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR),
+        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR, evaluator),
         train_dataset=dataset,
         loss=loss,
         data_collator=TASBDataCollator.for_model(student),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *_early_stopping(settings)],
+        evaluator=evaluator,
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
     if trainer.is_world_process_zero():
+        if evaluator is not None:  # the final (or, kept as best, the best) model
+            final = evaluator(student)
+            card.evaluation[getattr(evaluator, "name", "") or "evaluation"] = _unprefixed(final, evaluator)
         output_dir.mkdir(parents=True, exist_ok=True)
         attach_model_card(student, card)
         student.save_pretrained(str(output_dir))
@@ -270,7 +280,38 @@ def _loss(
     return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
 
 
-def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> SentenceTransformerTrainingArguments:
+def _unprefixed(metrics: dict[str, float], evaluator: BaseEvaluator) -> dict[str, float]:
+    prefix = f"{evaluator.name}_" if getattr(evaluator, "name", "") else ""
+    return {key.removeprefix(prefix): value for key, value in metrics.items()}
+
+
+def _early_stopping(settings: TrainingSettings) -> list[TrainerCallback]:
+    if settings.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience)]
+
+
+def _evaluation_arguments(settings: TrainingSettings, evaluator: BaseEvaluator | None) -> dict[str, Any]:
+    """Evaluation and checkpointing: every ``eval_steps`` with an evaluator, keeping the best checkpoint if asked."""
+    saving: dict[str, Any] = {"save_strategy": "steps" if settings.save_steps else "no", "save_steps": settings.save_steps or 500}
+    if evaluator is None or not settings.eval_steps:
+        return saving
+    evaluation = {"eval_strategy": "steps", "eval_steps": settings.eval_steps}
+    if not settings.keep_best_model:
+        return {**saving, **evaluation}
+    return {
+        **evaluation,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps or settings.eval_steps,
+        "load_best_model_at_end": True,
+        "metric_for_best_model": f"eval_{evaluator.primary_metric}",
+        "greater_is_better": getattr(evaluator, "greater_is_better", True),
+    }
+
+
+def _training_arguments(
+    settings: TrainingSettings, checkpoint_dir: Path, evaluator: BaseEvaluator | None = None
+) -> SentenceTransformerTrainingArguments:
     warmup: dict[str, Any] = {"warmup_steps": settings.warmup if settings.warmup < 1 else int(settings.warmup)}
     if settings.warmup < 1 and "warmup_ratio" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         warmup = {"warmup_ratio": settings.warmup}  # transformers 4 takes fractions as warmup_ratio
@@ -291,8 +332,7 @@ def _training_arguments(settings: TrainingSettings, checkpoint_dir: Path) -> Sen
         dataloader_num_workers=settings.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available() and not runs_on_cpu(settings.cpu),
         logging_steps=settings.logging_steps,
-        save_strategy="steps" if settings.save_steps else "no",
-        save_steps=settings.save_steps or 500,
+        **_evaluation_arguments(settings, evaluator),
         report_to="none",
         use_cpu=runs_on_cpu(settings.cpu),
         **warmup,
@@ -311,7 +351,8 @@ def _card(
     """The card values: the caller's, plus the settings, the in-batch teacher and the data counts."""
     card = dataclasses.replace(card) if card is not None else TASBModelCard()
     recorded = dataclasses.asdict(settings)
-    for name in ("cpu", "dataloader_workers", "logging_steps", "save_steps"):
+    for name in ("cpu", "dataloader_workers", "logging_steps", "save_steps", "eval_steps", "early_stopping_patience",
+                 "keep_best_model"):
         recorded.pop(name)
     if teacher is None:
         recorded["alpha"] = None
