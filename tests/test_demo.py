@@ -20,7 +20,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo_output(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("demo") / "out"
-    assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--seed", "3"]) == 0
+    arguments = ["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--seed", "3", "--eval-steps", "6"]
+    assert main(arguments) == 0
     return output
 
 
@@ -84,3 +85,15 @@ def test_split_is_deterministic_and_disjoint() -> None:
     assert split_queries(shuffled, 0.2) == (train_ids, dev_ids)
     with pytest.raises(ValueError, match="dev_fraction"):
         split_queries(ids, 1.0)
+
+
+def test_demo_dev_curve_comes_from_the_trainer_evaluator(demo_output: Path) -> None:
+    """Guards --eval-steps: the Trainer's RetrievalEvaluator scores dev at steps 6 and 12 of the quick run; the curve
+    starts from the untrained student, and its last point is the final student that metrics.json reports (the demo
+    keeps the last model, not the best)."""
+    metrics = json.loads((demo_output / "metrics.json").read_text())
+    curve = metrics["dev_curve"]
+    assert [point["step"] for point in curve] == [0, 6, 12]
+    assert curve[0]["ndcg@10"] == metrics["dev"]["student_before"]["ndcg@10"]
+    assert curve[-1]["ndcg@10"] == pytest.approx(metrics["dev"]["student_after"]["ndcg@10"], abs=1e-6)
+    assert (demo_output / "plots" / "dev_curve.png").read_bytes().startswith(PNG_MAGIC)

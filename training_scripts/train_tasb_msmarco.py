@@ -61,6 +61,7 @@ from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.publish.hub import push_to_hub
+from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search
 from st_tasb.training.model_card import TASBModelCard, add_evaluation
@@ -288,6 +289,21 @@ def evaluate(model, corpus: TextStore, sets: Sequence[EvaluationSet], args: MSMa
     return results
 
 
+def dev_evaluator(args: MSMarcoArguments, corpus: TextStore, sets: Sequence[EvaluationSet]) -> RetrievalEvaluator | None:
+    """With ``eval_steps``: the evaluator of the first evaluation set (MS MARCO DEV), whose nDCG@10 selects the
+    checkpoint and stops training early, as in the paper."""
+    if not args.eval_steps:
+        return None
+    if not sets:
+        raise ValueError("eval_steps needs an evaluation set to evaluate on (dev_queries and dev_qrels)")
+    first = sets[0]
+    return RetrievalEvaluator(
+        first.queries, corpus, first.qrels, first.name, similarity="dot", relevance_threshold=first.relevance_threshold,
+        top_k=args.eval_top_k, index=args.eval_index, batch_size=args.eval_batch_size,
+        query_max_length=args.query_max_length,
+    )
+
+
 def run(args: MSMarcoArguments) -> dict:
     """The whole recipe; returns ``{"model_dir", "steps", "metrics", "pushed"}`` (on the main process)."""
     state = process_state(args.cpu)
@@ -309,7 +325,7 @@ def run(args: MSMarcoArguments) -> dict:
               "student base": args.student, "clustering model": args.cluster_model},
     )
     result = train(student, table, queries, corpus, model_dir, clusters=clusters, inbatch_teacher=teacher,
-                   settings=TrainingSettings.of(args), card=card)
+                   settings=TrainingSettings.of(args), card=card, evaluator=dev_evaluator(args, corpus, sets))
     if not state.is_main_process:
         return {}
 

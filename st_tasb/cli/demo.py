@@ -39,14 +39,12 @@ def run(args: DemoArguments) -> int:
     from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    training = {name: getattr(args, name) for name in ("max_steps", "batch_size", "learning_rate", "alpha")}
+    training = {name: getattr(args, name) for name in ("max_steps", "batch_size", "learning_rate", "alpha", "eval_steps")}
     config = config.with_training(
         topic_aware=args.topic_aware, balanced=args.balanced, **{k: v for k, v in training.items() if v is not None}
     )
     if args.student_layers is not None:
         config = replace(config, student_layers=tuple(args.student_layers))
-    if args.eval_steps is not None:
-        config = replace(config, eval_steps=args.eval_steps)
     result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir)
     dev = result.metrics["dev"]
     print(f"dev ({result.metrics['queries']['dev']} queries)        " + "  ".join(f"{m:>11}" for m in dev["student_after"]))

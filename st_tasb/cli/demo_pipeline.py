@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
-from transformers import TrainerCallback
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, Qrels, load_beir
@@ -62,6 +61,7 @@ from st_tasb.publish.plots import (
     plot_metrics,
 )
 from st_tasb.retrieval.evaluation import evaluate_model
+from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
@@ -94,9 +94,9 @@ class DemoConfig:
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
-        training: the training settings; the run's seed replaces their ``seed`` (:meth:`training_settings`).
-        eval_steps: also evaluate the student on the dev queries every this many steps (the dev curve);
-            ``None``: only before and after training.
+        training: the training settings; the run's seed replaces their ``seed`` (:meth:`training_settings`). With
+            ``eval_steps`` the student is also evaluated on the dev queries every that many steps (the dev curve;
+            the last model is kept, as the dev queries are what the demo reports).
         max_train_queries, max_dev_queries: use at most this many judged queries of each split (``None``: all).
         max_corpus: use at most this many passages: all judged ones of the chosen queries, then a fixed
             random sample of the rest (``None``: all).
@@ -113,9 +113,10 @@ class DemoConfig:
     queries_per_cluster: int = 160
     teacher_scale: float = 10.0
     training: TrainingSettings = field(
-        default_factory=lambda: TrainingSettings(max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10)
+        default_factory=lambda: TrainingSettings(
+            max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10, keep_best_model=False
+        )
     )
-    eval_steps: int | None = None
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
     max_corpus: int | None = None
@@ -262,12 +263,12 @@ def run_demo(
     speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher.encoder, data.corpus)}
     clock.lap("evaluation before")
 
-    curve = DevCurve(dev_data, config.eval_steps, show_progress_bar) if config.eval_steps else None
+    curve = RetrievalEvaluator.from_beir(dev_data, name="dev") if config.training.eval_steps else None
     training = train(
         student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
         inbatch_teacher=teacher, settings=config.training_settings(seed), local_files_only=True,
         card=_card(config, data_dir, split, data, training_data, train_qrels, dev_qrels),
-        callbacks=[curve] if curve else None,
+        evaluator=curve,
     )
     clock.lap("training")
 
@@ -284,7 +285,7 @@ def run_demo(
     metrics = {
         "dev": {name: dev[name] for name in DEV_RUNS},
         "gain": {name: dev["student_after"][name] - dev["student_before"][name] for name in dev["student_after"]},
-        "dev_curve": ([{"step": 0, **dev["student_before"]}] + curve.points) if curve else None,
+        "dev_curve": [{"step": 0, **dev["student_before"]}, *_dev_curve(training.log_history)] if curve else None,
         "queries": {
             "train": len(train_qrels), "dev": len(dev_qrels), "pseudo": len(training_data.qrels) - len(train_qrels),
             "trained_on": len(train_ids),
@@ -363,26 +364,14 @@ def _card(
     )
 
 
-class DevCurve(TrainerCallback):
-    """A trainer callback that evaluates the student on the dev queries every ``every`` steps.
-
-    Attributes:
-        points: one ``{"step": N, **metrics}`` per evaluation.
-    """
-
-    def __init__(self, dev: BeirData, every: int, show_progress_bar: bool = False) -> None:
-        self.dev = dev
-        self.every = every
-        self.show_progress_bar = show_progress_bar
-        self.points: list[dict[str, float]] = []
-
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            was_training = model.training
-            metrics = evaluate_model(model, self.dev, show_progress_bar=self.show_progress_bar)
-            model.train(was_training)
-            self.points.append({"step": state.global_step, **metrics})
-            logger.info("step %d: dev ndcg@10 %.4f", state.global_step, metrics["ndcg@10"])
+def _dev_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The dev metrics the Trainer logged at each evaluation, as ``{"step": N, "ndcg@10": ..., ...}``."""
+    prefix = "eval_dev_"
+    return [
+        {"step": entry["step"], **{key.removeprefix(prefix): value for key, value in entry.items() if key.startswith(prefix)}}
+        for entry in log_history
+        if f"{prefix}ndcg@10" in entry
+    ]
 
 
 def encoding_speed(model: SentenceTransformer, corpus: TextStore, n_passages: int = 256, batch_size: int = 64) -> float:

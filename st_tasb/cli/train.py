@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,6 +87,13 @@ def run(args: TrainArguments) -> int:
         evaluator=evaluator,
     )
     if state.is_main_process:
+        if evaluator is not None:  # the final model (the best one, when kept)
+            from st_tasb.retrieval.metrics import METRICS
+            from st_tasb.training.model_card import add_evaluation
+
+            metrics = evaluator(result.model)
+            add_evaluation(result.model_dir, args.eval_split, {m: metrics[f"{args.eval_split}_{m}"] for m in METRICS})
+            print(json.dumps({args.eval_split: {m: round(metrics[f"{args.eval_split}_{m}"], 4) for m in METRICS}}))
         print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
 

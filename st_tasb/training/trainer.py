@@ -212,8 +212,8 @@ def train(
         callbacks: extra ``transformers`` trainer callbacks.
         evaluator: evaluates the student every ``settings.eval_steps`` steps (e.g. a
             :class:`~st_tasb.retrieval.evaluator.RetrievalEvaluator` on dev queries), keeping the best
-            checkpoint and stopping early as the settings say, and once more on the final model; its
-            metrics go into the card and :attr:`TrainingRun.log_history`.
+            checkpoint and stopping early as the settings say; its metrics go into
+            :attr:`TrainingRun.log_history` and sentence-transformers' card.
         resume_from_checkpoint: a checkpoint folder, or ``True`` for the latest one in ``output_dir/checkpoints``.
         local_files_only: keep the model card offline (no Hub look-ups); default: ``HF_HUB_OFFLINE``.
 
@@ -250,9 +250,6 @@ def train(
 
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
     if trainer.is_world_process_zero():
-        if evaluator is not None:  # the final (or, kept as best, the best) model
-            final = evaluator(student)
-            card.evaluation[getattr(evaluator, "name", "") or "evaluation"] = _unprefixed(final, evaluator)
         output_dir.mkdir(parents=True, exist_ok=True)
         attach_model_card(student, card)
         student.save_pretrained(str(output_dir))
@@ -278,11 +275,6 @@ def _loss(
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 
     return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
-
-
-def _unprefixed(metrics: dict[str, float], evaluator: BaseEvaluator) -> dict[str, float]:
-    prefix = f"{evaluator.name}_" if getattr(evaluator, "name", "") else ""
-    return {key.removeprefix(prefix): value for key, value in metrics.items()}
 
 
 def _early_stopping(settings: TrainingSettings) -> list[TrainerCallback]:
