@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from st_tasb.prepare.scoring import score_candidates
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.retrieval.evaluation import evaluate_model
+    from st_tasb.retrieval.evaluator import RetrievalEvaluator
     from st_tasb.retrieval.metrics import evaluate_run
     from st_tasb.retrieval.search import SearchSettings, retrieve
     from st_tasb.teachers import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
     from st_tasb.training.collator import TASBDataCollator
     from st_tasb.training.dataset import build_training_dataset
+    from st_tasb.training.fit import fit
     from st_tasb.training.losses import (
         DualTeacherMarginMSELoss,
         dual_teacher_margin_mse,
@@ -53,7 +55,9 @@ _MODULES = {
     "st_tasb.prepare.clusters": ("QueryClusters",),
     "st_tasb.training.collator": ("TASBDataCollator",),
     "st_tasb.training.dataset": ("build_training_dataset",),
+    "st_tasb.training.fit": ("fit",),
     "st_tasb.retrieval.evaluation": ("evaluate_model",),
+    "st_tasb.retrieval.evaluator": ("RetrievalEvaluator",),
     "st_tasb.retrieval.search": ("SearchSettings", "retrieve"),
     "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
     "st_tasb.retrieval.metrics": ("evaluate_run",),
@@ -95,6 +99,7 @@ __all__ = [
     "PrecomputedTeacher",
     "PseudoQueries",
     "QueryClusters",
+    "RetrievalEvaluator",
     "SearchSettings",
     "TASBDataCollator",
     "TeacherScoreTable",
@@ -106,6 +111,7 @@ __all__ = [
     "dual_teacher_margin_mse",
     "evaluate_model",
     "evaluate_run",
+    "fit",
     "load_beir",
     "load_qrels",
     "make_pseudo_queries",

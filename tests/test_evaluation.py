@@ -11,7 +11,11 @@ import pytest
 import pytrec_eval
 
 from st_tasb.data.beir import BeirData, DataFormatError, load_beir
-from st_tasb.data.models import ModelLoadError, load_cross_encoder, load_sentence_transformer
+from st_tasb.data.models import (
+    ModelLoadError,
+    load_cross_encoder,
+    load_sentence_transformer,
+)
 from st_tasb.data.runs import ranked, read_trec_run, truncate_run, write_trec_run
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.evaluation import evaluate_model

@@ -28,7 +28,9 @@ def scifact_slice(scifact_dir: Path) -> tuple[dict[str, str], dict[str, str], di
 
 def information_retrieval_evaluator():
     if HAS_SENTENCE_TRANSFORMERS_6:
-        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+        from sentence_transformers.sentence_transformer.evaluation import (
+            InformationRetrievalEvaluator,
+        )
     else:
         from sentence_transformers.evaluation import InformationRetrievalEvaluator
     return InformationRetrievalEvaluator

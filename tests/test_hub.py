@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from st_tasb.publish.hub import MODEL_ID_PLACEHOLDER, HubUploadError, push_to_hub, upload_plan
+from st_tasb.publish.hub import (
+    MODEL_ID_PLACEHOLDER,
+    HubUploadError,
+    push_to_hub,
+    upload_plan,
+)
 
 
 def digest(folder: Path) -> dict[str, str]:
