@@ -3,7 +3,8 @@
 Run ``st-tasb COMMAND --help`` for the options of a command. Every option can also come from a YAML
 or JSON file (``--config``); flags given on the command line override it. Bad input (a missing file, a
 malformed line, an unknown id, a model that cannot be found) is reported in one line on stderr with
-exit status 2; ``st-tasb --traceback COMMAND ...`` shows the full traceback instead.
+exit status 2; ``st-tasb --traceback COMMAND ...`` shows the full traceback instead. Long steps show
+progress bars with an ETA; ``st-tasb --quiet COMMAND ...`` turns them all off.
 
 Each subcommand lives in its own driver module (``st_tasb.cli.<command>``), imported only when that
 command runs, so ``--help`` stays fast.
@@ -18,11 +19,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from st_tasb import __version__
 from st_tasb.cli.options import Command, ConfigError, OptionParser
+from st_tasb.data.progress import QUIET_VARIABLE
 
 COMMANDS = {
     "mine": "candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"st-tasb {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors instead of one line")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (st-tasb's and its libraries')")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
         subparsers.add_parser(name, help=summary, add_help=False)
@@ -75,7 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     position = next((i for i, token in enumerate(argv) if token in COMMANDS), len(argv))
-    show_traceback = build_parser().parse_args(argv[: position + 1]).traceback
+    global_options = build_parser().parse_args(argv[: position + 1])
+    show_traceback = global_options.traceback
+    if global_options.quiet:  # read by st-tasb's bars, tqdm, datasets and huggingface_hub
+        for variable in (QUIET_VARIABLE, "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ[variable] = "1"
     name = argv[position]
     command = load_command(name)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ class QueryClusters:
 
         with capped_length(model, max_seq_length):
             embeddings = model.encode_query(
-                texts, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+                texts, batch_size=batch_size, show_progress_bar=progress_enabled(show_progress_bar), convert_to_numpy=True
             )
             settings = {"model": model_name(model), "max_seq_length": model.max_seq_length}
         del texts

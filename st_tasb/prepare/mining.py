@@ -42,6 +42,7 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.beir import BeirData
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.search import Hits, IndexConfig, SearchSettings, search
 
@@ -159,7 +160,7 @@ def _ranking(
 ) -> np.ndarray:
     """One source's ranked corpus positions per query, ``skip_top`` dropped, padded with -1 to a fixed depth."""
     if source == "bm25":
-        hits = _bm25_hits(corpus, queries, dense.top_k, dense.show_progress_bar)
+        hits = _bm25_hits(corpus, queries, dense.top_k, progress_enabled(dense.show_progress_bar))
     else:
         hits = search(model, corpus, queries, dense)
     return _pad(hits.positions[:, skip_top:], dense.top_k - skip_top)

@@ -50,6 +50,7 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
 from st_tasb.prepare.table import TeacherScoreTable
@@ -57,6 +58,7 @@ from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
 from st_tasb.teachers.base import PairScorer
 
 MANIFEST = "manifest.json"
+_PROGRESS_STEP = 8192  # pairs scored per teacher call inside a shard (one progress-bar update)
 _FORMAT = 1
 
 
@@ -175,7 +177,7 @@ def score_candidates(
     )
 
     scores = np.empty(len(pair_queries), dtype=np.float32)
-    with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not show_progress_bar) as bar:
+    with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not progress_enabled(show_progress_bar)) as bar:
         for shard in range(math.ceil(len(pair_queries) / shard_size)):
             span = slice(shard * shard_size, min((shard + 1) * shard_size, len(pair_queries)))
             expected = pa.table(
@@ -187,11 +189,14 @@ def score_candidates(
             path = work_dir / f"shard-{shard:05d}.parquet"
             if path.is_file():
                 scores[span] = _read_shard(path, expected)
-            else:
-                scores[span] = _score_shard(teacher, queries, corpus, pair_queries[span], pair_docs[span], path)
-                pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
-                os.replace(path.with_suffix(".tmp"), path)
-            bar.update(span.stop - span.start)
+                bar.update(span.stop - span.start)
+                continue
+            for start in range(span.start, span.stop, _PROGRESS_STEP):  # the bar moves within a shard
+                step = slice(start, min(start + _PROGRESS_STEP, span.stop))
+                scores[step] = _score_pairs(teacher, queries, corpus, pair_queries[step], pair_docs[step], path)
+                bar.update(step.stop - step.start)
+            pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
+            os.replace(path.with_suffix(".tmp"), path)
     return TeacherScoreTable.from_scores(
         columns["query_id"],
         columns["positive_id"],
@@ -201,7 +206,7 @@ def score_candidates(
     )
 
 
-def _score_shard(
+def _score_pairs(
     teacher: PairScorer,
     queries: TextStore,
     corpus: TextStore,
@@ -217,7 +222,7 @@ def _score_shard(
     if not np.isfinite(scores).all():
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
         raise ValueError(
-            f"teacher {teacher.name!r} gave a non-finite score for pair {bad} of {path.name}: "
+            f"teacher {teacher.name!r} gave a non-finite score in {path.name}: "
             f"query {queries.ids[int(query_positions[bad])]}, document {corpus.ids[int(doc_positions[bad])]}"
         )
     return scores.astype(np.float32)

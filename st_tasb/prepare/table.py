@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import DataFormatError
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore, UnknownIdError
 
 if TYPE_CHECKING:
@@ -657,7 +658,7 @@ class _LineScan:
 
 
 def _progress_bar(path: Path, verb: str, show: bool) -> tqdm:
-    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{verb} {path.name}", disable=not show)
+    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{verb} {path.name}", disable=not progress_enabled(show))
 
 
 def _scan_tsv(path: Path, show_progress_bar: bool) -> _LineScan:

@@ -41,6 +41,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from st_tasb.data.models import capped_length
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.runs import Run
 from st_tasb.data.texts import TextStore
 
@@ -314,7 +315,7 @@ def _top_k(index: faiss.Index, query_embeddings: np.ndarray, corpus: TextStore, 
     k = min(top_k, len(corpus))
     scores = np.empty((len(query_embeddings), k), dtype=np.float32)
     positions = np.empty((len(query_embeddings), k), dtype=np.int64)
-    for start in tqdm(range(0, len(query_embeddings), _SEARCH_BATCH), desc="Searching", disable=not progress):
+    for start in tqdm(range(0, len(query_embeddings), _SEARCH_BATCH), desc="Searching", disable=not progress_enabled(progress)):
         stop = start + _SEARCH_BATCH
         scores[start:stop], positions[start:stop] = index.search(query_embeddings[start:stop], k)
     return Hits.from_unordered(positions, scores, corpus)
@@ -325,7 +326,7 @@ def _corpus_index(
 ) -> faiss.Index:
     """Encode the corpus chunk by chunk into a new index (IVF: trained first on a random sample)."""
     config, batch_size, show_progress_bar = settings.index_config, settings.batch_size, settings.show_progress_bar
-    chunk_size = settings.corpus_chunk_size
+    chunk_size = min(settings.corpus_chunk_size, 16 * batch_size)  # also the progress bar's step
     index = None
     if config.kind == "ivf":
         sample_size = min(len(corpus), 256 * config.lists(len(corpus)))  # faiss uses at most 256 points per list
@@ -333,7 +334,7 @@ def _corpus_index(
         training = _embed(model.encode_document, corpus.texts(sample), batch_size, normalize, show_progress_bar)
         index = config.create(training.shape[1], len(corpus))
         index.train(training)
-    with tqdm(total=len(corpus), desc="Encoding corpus", unit="passage", disable=not show_progress_bar) as bar:
+    with tqdm(total=len(corpus), desc="Encoding corpus", unit="passage", disable=not progress_enabled(show_progress_bar)) as bar:
         for start in range(0, len(corpus), chunk_size):
             chunk = np.arange(start, min(start + chunk_size, len(corpus)))
             embeddings = _embed(model.encode_document, corpus.texts(chunk), batch_size, normalize, False)
@@ -352,6 +353,6 @@ def _embed(
         batch_size=batch_size,
         normalize_embeddings=normalize,
         convert_to_numpy=True,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=progress_enabled(show_progress_bar),
     )
     return np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from st_tasb.data.models import capped_length, model_name
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.teachers.base import (
     InBatchTeacher,
@@ -226,7 +227,7 @@ class BiEncoderTeacher(InBatchTeacher):
         *,
         path: str | os.PathLike | None = None,
         dtype: str | np.dtype = "float32",
-        chunk_size: int = 8192,
+        chunk_size: int = 1024,
         show_progress_bar: bool = True,
     ) -> EmbeddingCache:
         """Encode every query and passage once and use the embeddings from now on.
@@ -237,7 +238,7 @@ class BiEncoderTeacher(InBatchTeacher):
             path: folder to write ``queries.npy`` / ``corpus.npy`` into as they are encoded (memory-mapped,
                 for corpora larger than memory); in memory when ``None``.
             dtype: storage dtype (``"float16"`` halves the size; scores are computed in float32).
-            chunk_size: texts read from a store and encoded per step.
+            chunk_size: texts read from a store and encoded per step (one progress-bar update).
             show_progress_bar: show a tqdm bar per store.
 
         Returns:
@@ -265,7 +266,8 @@ class BiEncoderTeacher(InBatchTeacher):
         self, store: TextStore, is_query: bool, target: Path | None, dtype: np.dtype, chunk_size: int, progress: bool
     ) -> np.ndarray:
         out = None
-        for start in tqdm(range(0, len(store), chunk_size), desc=f"Encoding {store.name}", disable=not progress):
+        bar = tqdm(total=len(store), desc=f"Encoding {store.name}", unit="text", disable=not progress_enabled(progress))
+        for start in range(0, len(store), chunk_size):
             stop = min(start + chunk_size, len(store))
             embeddings = self._encode(store.texts(np.arange(start, stop)), is_query).float().cpu().numpy()
             if out is None:
@@ -274,6 +276,8 @@ class BiEncoderTeacher(InBatchTeacher):
                     np.empty(shape, dtype) if target is None else np.lib.format.open_memmap(target, "w+", dtype, shape)
                 )
             out[start:stop] = embeddings
+            bar.update(stop - start)
+        bar.close()
         if out is None:
             raise ValueError(f"{store.name} is empty: nothing to cache")
         if isinstance(out, np.memmap):

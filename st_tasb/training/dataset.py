@@ -118,7 +118,7 @@ def build_training_dataset(
     # sorted by query, the query and cluster columns are runs, written without a gather
     present = np.flatnonzero(pairs_of_query)
     runs = pairs_of_query[present]
-    def passages_in_order(name: str) -> np.ndarray:
+    def passages_in_order(name: str, order: np.ndarray = order) -> np.ndarray:
         return positions(corpus, f"{name}_id").astype(np.int32, copy=False)[order]
 
     with ThreadPoolExecutor(2) as pool:  # lookups and gathers release the GIL: the columns side by side

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from st_tasb.data.compat import BaseEvaluator
+from st_tasb.data.progress import progress_enabled
 from st_tasb.training.collator import TASBDataCollator
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 
@@ -117,7 +118,7 @@ def fit(
         weight_decay=weight_decay,
         max_grad_norm=max_grad_norm,
         fp16=use_amp,
-        disable_tqdm=not show_progress_bar,
+        disable_tqdm=not progress_enabled(show_progress_bar),
         eval_strategy="steps" if evaluating else "no",
         eval_steps=evaluation_steps if evaluating else None,
         save_strategy="steps" if checkpoint_path is not None or keep_best else "no",

@@ -40,6 +40,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 
 from st_tasb.data.compat import BaseEvaluator
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
+from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.table import TeacherScoreTable
@@ -326,6 +327,7 @@ def _training_arguments(
         logging_steps=settings.logging_steps,
         **_evaluation_arguments(settings, evaluator),
         report_to="none",
+        disable_tqdm=not progress_enabled(),
         use_cpu=runs_on_cpu(settings.cpu),
         **warmup,
     )
