@@ -69,7 +69,7 @@ COMMAND = Command(
         "about 160 queries; a 3-layer student cut from it (layers 0, 2, 5), trained with TAS-Balanced batches and\n"
         "the dual-teacher loss; evaluation of the student before and after, and of the teacher, on the dev queries.\n"
         "Writes OUTPUT/model (with its card), OUTPUT/metrics.json, OUTPUT/runs and OUTPUT/plots/*.png.\n"
-        "About 9 minutes on 2 idle CPU cores (--quick: under a minute).\n\n"
+        "About 8 minutes on 2 idle CPU cores (--quick: under a minute).\n\n"
         "example:\n"
         "  st-tasb demo --data ../shared/datasets/scifact-train --output demo-output\n"
         "  st-tasb demo --data ../shared/datasets/scifact-train --output curve --max-steps 200 --eval-steps 40"
