@@ -255,13 +255,13 @@ def search(
         if len(store) == 0:
             raise ValueError(f"{store.name} is empty")
     normalize = settings.similarity == "cosine"
-    faiss_index = _corpus_index(model, corpus, settings, normalize)
+    faiss_index, order = _corpus_index(model, corpus, settings, normalize)
     with capped_length(model, settings.query_max_length):
         query_embeddings = _embed(
             model.encode_query, queries.texts(np.arange(len(queries))), settings.batch_size, normalize,
             settings.show_progress_bar,
         )
-    return _top_k(faiss_index, query_embeddings, corpus, settings.top_k, settings.show_progress_bar)
+    return _top_k(faiss_index, query_embeddings, corpus, settings.top_k, settings.show_progress_bar, order)
 
 
 def retrieve(
@@ -311,20 +311,31 @@ def search_embeddings(
     return _top_k(faiss_index, np.ascontiguousarray(query_embeddings, dtype=np.float32), corpus, top_k, False)
 
 
-def _top_k(index: faiss.Index, query_embeddings: np.ndarray, corpus: TextStore, top_k: int, progress: bool) -> Hits:
+def _top_k(
+    index: faiss.Index, query_embeddings: np.ndarray, corpus: TextStore, top_k: int, progress: bool,
+    order: np.ndarray | None = None,
+) -> Hits:
+    """Each query's top-k; ``order[i]`` is the corpus row of the index's vector ``i`` (default: the same)."""
     k = min(top_k, len(corpus))
     scores = np.empty((len(query_embeddings), k), dtype=np.float32)
     positions = np.empty((len(query_embeddings), k), dtype=np.int64)
     for start in tqdm(range(0, len(query_embeddings), _SEARCH_BATCH), desc="Searching", disable=not progress_enabled(progress)):
         stop = start + _SEARCH_BATCH
         scores[start:stop], positions[start:stop] = index.search(query_embeddings[start:stop], k)
+    if order is not None:
+        positions = np.where(positions >= 0, order[np.maximum(positions, 0)], -1)
     return Hits.from_unordered(positions, scores, corpus)
 
 
 def _corpus_index(
     model: SentenceTransformer, corpus: TextStore, settings: SearchSettings, normalize: bool
-) -> faiss.Index:
-    """Encode the corpus chunk by chunk into a new index (IVF: trained first on a random sample)."""
+) -> tuple[faiss.Index, np.ndarray]:
+    """Encode the corpus chunk by chunk into a new index (IVF: trained first on a random sample).
+
+    Passages are encoded shortest first, so that small chunks (a moving progress bar) pad as little as one
+    encode call over the whole corpus would; returns the index and the corpus row of each of its vectors.
+    """
+    order = np.argsort(corpus.lengths(), kind="stable")
     config, batch_size, show_progress_bar = settings.index_config, settings.batch_size, settings.show_progress_bar
     chunk_size = min(settings.corpus_chunk_size, 16 * batch_size)  # also the progress bar's step
     index = None
@@ -336,13 +347,13 @@ def _corpus_index(
         index.train(training)
     with tqdm(total=len(corpus), desc="Encoding corpus", unit="passage", disable=not progress_enabled(show_progress_bar)) as bar:
         for start in range(0, len(corpus), chunk_size):
-            chunk = np.arange(start, min(start + chunk_size, len(corpus)))
+            chunk = order[start : start + chunk_size]
             embeddings = _embed(model.encode_document, corpus.texts(chunk), batch_size, normalize, False)
             if index is None:
                 index = config.create(embeddings.shape[1], len(corpus))
             index.add(embeddings)
             bar.update(len(chunk))
-    return index
+    return index, order
 
 
 def _embed(
