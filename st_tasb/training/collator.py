@@ -7,7 +7,7 @@ and returns ``labels`` as a dictionary:
 ``{"margin": FloatTensor[B], "texts": {"query": [...], "positive": [...], "negative": [...]},
 "query_index": LongTensor[B], "positive_index": LongTensor[B], "negative_index": LongTensor[B]}``
 
-(the index keys only when the rows carry them, i.e. ``training_dataset(..., with_indices=True)``). The
+(the index keys only when the rows carry them, i.e. ``build_training_dataset(..., with_indices=True)``). The
 raw texts let an in-batch teacher with its own tokenizer score the batch; the indices let a cached
 teacher look its embeddings up.
 

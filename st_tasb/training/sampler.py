@@ -316,7 +316,7 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
         self.index = PairIndex.build(columns["query_index"], columns["margin"], columns["cluster"], n_bins)
         if topic_aware and (self.index.query_cluster < 0).any():
             raise ValueError(
-                "the training dataset has no query clusters: pass clusters= to training_dataset(), "
+                "the training dataset has no query clusters: pass clusters= to build_training_dataset(), "
                 "or use topic_aware=False for random batches"
             )
         # clusters numbered 0..C-1 (random batches: a single group)
