@@ -460,6 +460,19 @@ def test_missing_files_and_folders_are_named(tmp_path: Path, tiny_beir: Path, ca
     )
 
 
+def test_train_errors_name_the_flags(table_dir: Path, clusters_dir: Path, tiny_beir: Path, small_student_path: str,
+                                     tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Guards errors in the user's own terms: a missing --clusters suggests --random-batches, an out-of-range
+    --student-layers names that flag (not make_student's num_layers), and --eval-steps without --eval-data says so."""
+    common = ["train", "--table", str(table_dir), "--data", str(tiny_beir), "--student", small_student_path,
+              "--output", str(tmp_path / "m"), "--cpu"]
+    message = error_of(common, capsys)
+    assert "--clusters" in message and "--random-batches" in message and "random_batches" not in message
+    message = error_of([*common, "--clusters", str(clusters_dir), "--student-layers", "10"], capsys)
+    assert message.startswith("st-tasb train: error: --student-layers must be a number from 1 to 2") and "num_layers" not in message
+    assert "need --eval-data" in error_of([*common, "--clusters", str(clusters_dir), "--eval-steps", "2"], capsys)
+
+
 def test_wrong_layouts_and_empty_splits_name_the_file_and_line(tmp_path: Path, tiny_beir: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     """Guards malformed input: a bad run line, a qrels file without judgements and a bad config are reported

@@ -104,16 +104,19 @@ def test_train_runs_tas_balanced_and_saves_a_model_with_its_card(parts: Parts, s
 
 def test_ablation_switches_reach_the_sampler(parts: Parts, small_student: SentenceTransformer, tmp_path: Path) -> None:
     """Guards the ablations: random batches need no clusters, uniform pairs switch balancing off, and without an
-    in-batch teacher only the pairwise term is trained and alpha is recorded as unused."""
+    in-batch teacher only the pairwise term is trained and alpha is recorded as unused. Also the default logging
+    (every 5 % of the run): a 2-step run logs its loss at both steps."""
     recorder = RecordSampler()
     result = train(
         small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model",
-        settings=settings(topic_aware=False, balanced=False, max_steps=2), callbacks=[recorder],
+        settings=settings(topic_aware=False, balanced=False, max_steps=2, logging_steps=TrainingSettings.logging_steps),
+        callbacks=[recorder],
         local_files_only=True,
     )
     assert (recorder.sampler.topic_aware, recorder.sampler.balanced) == (False, False)
     logged = [entry for entry in result.log_history if "loss" in entry]
-    assert logged and all("pairwise" in entry and "in_batch" not in entry for entry in logged)
+    assert [entry["step"] for entry in logged] == [1, 2]
+    assert all("pairwise" in entry and "in_batch" not in entry for entry in logged)
     card = json.loads((result.model_dir / "tas_balanced.json").read_text())
     assert card["settings"]["alpha"] is None and card["settings"]["topic_aware"] is False
     assert card["teachers"]["in-batch"].startswith("none")

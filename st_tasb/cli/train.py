@@ -48,6 +48,8 @@ def run(args: TrainArguments) -> int:
     from st_tasb.training.student import make_student
     from st_tasb.training.trainer import build_inbatch_teacher, process_state, train
 
+    if args.clusters is None and args.topic_aware:
+        raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
     device = "cpu" if args.cpu else None
     state = process_state(args.cpu)
     data = load_beir(args.data, args.split)
@@ -61,10 +63,13 @@ def run(args: TrainArguments) -> int:
     elif args.eval_steps or args.early_stopping_patience:
         raise ValueError("--eval-steps and --early-stopping-patience need --eval-data (a BEIR folder to evaluate on)")
     if args.student_layers is not None or args.student_pooling is not None:
-        student = make_student(
-            args.student, num_layers=args.student_layers, pooling=args.student_pooling or "cls",
-            max_seq_length=args.max_seq_length, device=device,
-        )
+        try:
+            student = make_student(
+                args.student, num_layers=args.student_layers, pooling=args.student_pooling or "cls",
+                max_seq_length=args.max_seq_length, device=device,
+            )
+        except ValueError as error:  # make_student names its Python argument
+            raise ValueError(f"--student-layers {str(error).removeprefix('num_layers ')}") from None
     else:
         student = load_sentence_transformer(args.student, device=device)
         if args.max_seq_length is not None:

@@ -82,9 +82,11 @@ class TrainingSettings:
         default=None,
         metadata={"help": "embed each batch in mini-batches of this size with gradient caching (large batches, little memory)"},
     )
-    logging_steps: int = field(
-        default=50,
-        metadata={"help": "log the loss and its pairwise / in_batch components every N steps"},
+    logging_steps: float = field(
+        default=0.05,
+        metadata={"help": "log the loss every N steps, or every such fraction of the run when below 1 (default 0.05: 20 "
+                          "times a run); the logged in_batch component is already weighted by alpha: loss = "
+                          "pairwise + in_batch"},
     )
     save_steps: int | None = field(
         default=None,
@@ -117,7 +119,7 @@ class TrainingSettings:
             "n_bins": self.n_bins >= 1,
             "clusters_per_batch": self.clusters_per_batch >= 1,
             "gradcache_mini_batch_size": self.gradcache_mini_batch_size is None or self.gradcache_mini_batch_size >= 1,
-            "logging_steps": self.logging_steps >= 1,
+            "logging_steps": self.logging_steps > 0 and (self.logging_steps < 1 or float(self.logging_steps).is_integer()),
             "save_steps": self.save_steps is None or self.save_steps >= 1,
             "eval_steps": self.eval_steps is None or self.eval_steps >= 1,
             "early_stopping_patience": self.early_stopping_patience is None or self.early_stopping_patience >= 1,

@@ -324,7 +324,7 @@ def _training_arguments(
         dataloader_drop_last=True,
         dataloader_num_workers=settings.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available() and not runs_on_cpu(settings.cpu),
-        logging_steps=settings.logging_steps,
+        logging_steps=settings.logging_steps if settings.logging_steps < 1 else int(settings.logging_steps),
         **_evaluation_arguments(settings, evaluator),
         report_to="none",
         disable_tqdm=not progress_enabled(),
