@@ -269,6 +269,46 @@ def test_mine_with_a_dense_model_too(tiny_beir: Path, small_student_path: str, c
     assert len({(p["query_id"], p["negative_id"]) for p in pairs}) > len({(p["query_id"], p["negative_id"]) for p in bm25_only})
 
 
+def test_summaries_are_printed_once_and_explained(tiny_beir: Path, table_dir: Path, small_student_path: str,
+                                                 tmp_path: Path) -> None:
+    """Guards what a user reads: `st-tasb mine` prints its summary once (stdout, not again as a log line) and no
+    library DEBUG line; `st-tasb cluster` explains its figures in words instead of bare keys."""
+    mined = st_tasb("mine", "--data", str(tiny_beir), "--output", str(tmp_path / "mined"), "--top-k", "12",
+                    "--max-negatives", "5")
+    assert mined.returncode == 0, mined.stderr[-2000:]
+    assert (mined.stdout + mined.stderr).count("pairs for 40 queries") == 1 and "DEBUG" not in mined.stderr
+    clustered = st_tasb("--quiet", "cluster", "--model", small_student_path, "--data", str(tiny_beir), "--table",
+                        str(table_dir), "--k", "4", "--output", str(tmp_path / "clusters"), "--device", "cpu",
+                        "--train-batch-size", "8")
+    assert clustered.returncode == 0, clustered.stderr[-2000:]
+    summary = clustered.stdout.strip().splitlines()[-1]
+    assert summary.startswith("40 queries in 4 clusters") and "smaller than a training batch of 8" in summary
+    assert "share_in_small_clusters" not in clustered.stdout + clustered.stderr
+    assert "%|" not in clustered.stderr  # --quiet: no progress bar
+
+
+def test_score_refuses_a_model_of_the_wrong_kind(candidates: Path, tiny_beir: Path, minilm_path: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """Guards "no silent fallback": a SentenceTransformer folder given without the bi-encoder: prefix would be read as
+    a CrossEncoder with a random classifier; instead the command stops and names the prefix to use (and the same for
+    a cross-encoder given as a bi-encoder, and for a plain transformer with no classification head)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    common = ["score", "--candidates", str(candidates), "--data", str(tiny_beir), "--output", str(tmp_path / "t")]
+    message = error_of([*common, "--teachers", minilm_path], capsys)
+    assert "a SentenceTransformer (bi-encoder) folder, not a cross-encoder" in message
+    assert f"--teachers bi-encoder:{minilm_path}" in message
+    cross_encoder_path = tmp_path / "cross-encoder"
+    CrossEncoder(minilm_path, num_labels=1, device="cpu").save(str(cross_encoder_path))
+    message = error_of([*common, "--teachers", f"bi-encoder:{cross_encoder_path}"], capsys)
+    assert f"--teachers cross-encoder:{cross_encoder_path}" in message
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text('{"architectures": ["BertModel"]}')
+    assert "without a classification head, not a cross-encoder" in error_of([*common, "--teachers", str(plain)], capsys)
+    assert not (tmp_path / "t").exists()
+
+
 def test_score_with_a_cross_encoder(candidates: Path, tiny_beir: Path, minilm_path: str, tmp_path: Path) -> None:
     """Guards cross-encoder teachers: the table holds the raw logits of CrossEncoder.predict for each pair (checked
     against a direct call), so margins are unbounded logit differences."""
@@ -319,6 +359,12 @@ def test_score_writes_a_table_and_resumes_from_finished_shards(
     assert all(after[name] == before[name] for name in before if name != shards[-1].name)
     again = TeacherScoreTable.load(output).dataset.to_pandas()
     assert np.allclose(again["margin"], rows["margin"], atol=1e-5)
+    # --scale: the same shards, every score and margin times the scale, recorded in the table
+    scaled = tmp_path / "table-scaled"
+    assert main([*arguments[:6], str(scaled), *arguments[7:], "--scale", "10"]) == 0
+    scaled_table = TeacherScoreTable.load(scaled)
+    assert np.allclose(scaled_table.dataset.to_pandas()["margin"], 10 * rows["margin"], atol=1e-4)
+    assert scaled_table.teacher == {"name": f"bi-encoder:{small_student_path}:dot", "scale": 10.0}
 
 
 def test_score_ensemble_is_the_mean_of_its_teachers(candidates: Path, tiny_beir: Path, small_student_path: str,
@@ -406,6 +452,9 @@ def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: 
         env={**ENV, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.stdout.count("trained 2 steps") == 1  # the main process reports
+    assert result.stderr.count("training on 2 process(es) (backend gloo") == 1  # once, from the main process
+    card = json.loads((tmp_path / "model" / "tas_balanced.json").read_text())
+    assert (card["settings"]["world_size"], card["settings"]["global_batch_size"]) == (2, 8)
     assert np.load(tmp_path / "cache" / "corpus.npy").shape[0] == 300
     assert SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(["x"]).shape == (1, 384)
 

@@ -68,5 +68,11 @@ def test_cli_quiet_flag(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     qrels.write_text("q1\t0\td1\t1\n")
     assert main(["--quiet", "evaluate", "--run", str(run), "--qrels", str(qrels), "--json"]) == 0
     assert os.environ["TQDM_DISABLE"] == "1"
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    assert are_progress_bars_disabled() and not transformers_logging.is_progress_bar_enabled()
     for variable in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(variable, raising=False)
+    enable_progress_bars()  # the rest of the test session keeps its bars
+    transformers_logging.enable_progress_bar()

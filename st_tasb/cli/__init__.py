@@ -84,9 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if global_options.quiet:  # read by st-tasb's bars, tqdm, datasets and huggingface_hub
         for variable in (QUIET_VARIABLE, "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
             os.environ[variable] = "1"
+        from huggingface_hub.utils import (
+            disable_progress_bars,  # read their switches at import: already loaded
+        )
+        from transformers.utils import logging as transformers_logging
+
+        disable_progress_bars()
+        transformers_logging.disable_progress_bar()
     name = argv[position]
     command = load_command(name)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)  # st-tasb's INFO lines; no library's DEBUG lines, whatever level it sets itself
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
     logging.getLogger("st_tasb").setLevel(logging.INFO)
     parser = command_parser(command)
     try:

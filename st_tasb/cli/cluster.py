@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -23,7 +22,9 @@ class ClusterArguments:
     k: int = option(2000, help="number of k-means clusters (the paper: 2000 for 400K queries); empty ones are dropped")
     n_iter: int = option(10, help="k-means iterations (the paper: 10)")
     seed: int = option(42, help="k-means initialisation seed")
-    batch_size: int = option(256, help="encoding batch size")
+    batch_size: int = option(256, help="encoding batch size (texts per forward pass of --model)")
+    train_batch_size: int = option(32, help="the training batch size, only for the summary: the share of queries in "
+                                   "clusters too small to fill a batch")
     query_max_length: int | None = option(30, help="query token cap while encoding (the paper: 30)")
     device: str | None = option(None, help="cpu, cuda, ... (default: CUDA when available)")
 
@@ -51,7 +52,13 @@ def run(args: ClusterArguments) -> int:
         batch_size=args.batch_size, max_seq_length=args.query_max_length, only_ids=query_ids,
     )
     clusters.save(args.output)
-    print(json.dumps(clusters.stats()))
+    stats = clusters.stats(args.train_batch_size)
+    print(
+        f"{stats['n_queries']:,} queries in {stats['n_clusters']:,} clusters -> {args.output}; cluster sizes: min "
+        f"{stats['min_size']}, median {stats['median_size']:g}, max {stats['max_size']}; "
+        f"{stats['share_in_small_clusters']:.1%} of the queries are in clusters smaller than a training batch of "
+        f"{args.train_batch_size} (such a cluster cannot fill a batch alone)"
+    )
     return 0
 
 

@@ -37,6 +37,8 @@ class ScoreArguments:
     )
     batch_size: int = option(32, help="teacher batch size")
     shard_size: int = option(50_000, help="(query, document) pairs per shard: the most work an interruption loses")
+    scale: float = option(1.0, help="multiply every teacher score by this, e.g. 10 for a cosine bi-encoder teacher "
+                          "of a dot-product student (the demo does); recorded in the table and the card")
     max_length: int | None = option(
         None, help="token cap of a cross-encoder's (query, passage) input, or of a bi-encoder's texts (default: the model's)"
     )
@@ -61,7 +63,12 @@ def run(args: ScoreArguments) -> int:
     from datasets import Dataset
 
     from st_tasb.data.beir import load_beir
-    from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
+    from st_tasb.data.models import (
+        MODEL_KINDS,
+        load_cross_encoder,
+        load_sentence_transformer,
+        model_folder_kind,
+    )
     from st_tasb.prepare.scoring import EnsembleScorer, score_candidates
     from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
 
@@ -77,6 +84,11 @@ def run(args: ScoreArguments) -> int:
     teachers = []
     for spec in args.teachers:
         kind, name = parse_teacher(spec, args.teacher_type)
+        found = model_folder_kind(name)
+        if found is not None and found != kind:
+            remedy = f"give it as --teachers {found}:{name}" if found in ("bi-encoder", "cross-encoder") else (
+                "st-tasb score takes cross-encoder and bi-encoder teachers")
+            raise ValueError(f"{name} is {MODEL_KINDS[found]}, not a {kind}: {remedy}")
         if kind == "cross-encoder":
             model = load_cross_encoder(name, device=args.device, **({"max_length": args.max_length} if args.max_length else {}))
             teachers.append(
@@ -96,7 +108,8 @@ def run(args: ScoreArguments) -> int:
 
     work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
     table = score_candidates(
-        teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size
+        teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size,
+        scale=args.scale,
     )
     table.save(args.output)
     print(f"{table.stats()} -> {args.output}")

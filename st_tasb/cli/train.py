@@ -30,6 +30,10 @@ class TrainArguments(TrainingSettings):
     )
     inbatch_teacher_model: str | None = option(None, help="folder or Hub id of the in-batch teacher")
     inbatch_cache: str | None = option(None, help="bi-encoder teacher: folder for its cached embeddings (reused when present)")
+    inbatch_teacher_scale: float = option(
+        1.0, help="bi-encoder teacher: multiply its scores by this (e.g. 10 for cosine scores and a dot-product student; "
+        "match st-tasb score --scale)"
+    )
     resume: bool = option(False, help="resume from the latest checkpoint in OUTPUT/checkpoints")
     eval_data: str | None = option(
         None, help="BEIR folder of evaluation queries: nDCG@10 every --eval-steps (best model kept, --early-stopping-"
@@ -46,7 +50,12 @@ def run(args: TrainArguments) -> int:
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.student import make_student
-    from st_tasb.training.trainer import build_inbatch_teacher, process_state, train
+    from st_tasb.training.trainer import (
+        build_inbatch_teacher,
+        main_process_threads,
+        process_state,
+        train,
+    )
 
     if args.clusters is None and args.topic_aware:
         raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
@@ -74,17 +83,15 @@ def run(args: TrainArguments) -> int:
         student = load_sentence_transformer(args.student, device=device)
         if args.max_seq_length is not None:
             student.max_seq_length = args.max_seq_length
-    with state.main_process_first():  # under accelerate/torchrun one process writes the teacher cache
+    with state.main_process_first(), main_process_threads(state):  # one process writes the teacher cache
         teacher = build_inbatch_teacher(
             args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
-            cache_dir=args.inbatch_cache, device=device,
+            cache_dir=args.inbatch_cache, device=device, scale=args.inbatch_teacher_scale,
         )
-    card = TASBModelCard(
-        teachers={
-            "pairwise": f"teacher score table {args.table}",
-            **({"in-batch": f"{args.inbatch_teacher} {args.inbatch_teacher_model}"} if teacher is not None else {}),
-        },
-        data={"texts": f"{args.data}", "student": args.student},
+    scaled = f", scores x {args.inbatch_teacher_scale:g}" if args.inbatch_teacher_scale != 1 else ""
+    card = TASBModelCard(  # the pairwise teacher is described from the table's own record
+        teachers={"in-batch": f"{args.inbatch_teacher} {args.inbatch_teacher_model}{scaled}"} if teacher is not None else {},
+        data={"teacher score table": args.table, "texts": f"{args.data}", "student": args.student},
     )
     result = train(
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
@@ -110,7 +117,11 @@ COMMAND = Command(
         "a (positive, negative) pair drawn evenly over its teacher-margin bins, and the loss is pairwise\n"
         "Margin-MSE on the table's margins plus alpha times in-batch Margin-MSE against the in-batch teacher.\n"
         "Defaults are the paper's (batch 32, lr 7e-6, cosine schedule, alpha 0.75, 10 bins, 1 cluster per batch).\n"
-        "Runs on CPU or CUDA; for several GPUs: accelerate launch -m st_tasb train ... (or torchrun).\n\n"
+        "Runs on CPU or CUDA. Several processes (the log's first line says how many, and the card records the\n"
+        "world size and global batch):\n"
+        "  GPUs:  accelerate launch --multi_gpu --num_processes N -m st_tasb train ...  (or torchrun --nproc_per_node N)\n"
+        "  CPU:   torchrun --nproc_per_node N -m st_tasb train ... --cpu  (gloo; accelerate launch --multi_gpu\n"
+        "         --num_processes N works too, but accelerate launch --cpu runs a single process)\n\n"
         "example:\n"
         "  st-tasb train --table teacher-scores --clusters clusters --data scifact --student distilbert-base-uncased \\\n"
         "      --student-pooling cls --inbatch-teacher colbert --inbatch-teacher-model PATH --output tasb-model"

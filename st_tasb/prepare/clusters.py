@@ -263,7 +263,7 @@ class QueryClusters:
             **({"faiss_params": dict(faiss_params)} if faiss_params else {}),
             **(settings or {}),
         }
-        logger.info("clustered %d queries into %d non-empty clusters (k=%d)", n_queries, len(kept), k)
+        logger.debug("clustered %d queries into %d non-empty clusters (k=%d)", n_queries, len(kept), k)
         return cls(ids, assignments, kmeans.centroids[kept], recorded)
 
     @classmethod

@@ -195,7 +195,7 @@ def _log_outcome(
             len(without_negatives),
             without_negatives[:5],
         )
-    logger.info(
+    logger.debug(  # the caller reports the outcome (st-tasb mine prints it)
         "mined %d pairs for %d queries (%d (query, doc) pairs to score)", pairs, mined - len(without_negatives), to_score
     )
 

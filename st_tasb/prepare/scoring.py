@@ -131,6 +131,7 @@ def score_candidates(
     *,
     batch_size: int = 32,
     shard_size: int = 50_000,
+    scale: float = 1.0,
     show_progress_bar: bool = True,
 ) -> TeacherScoreTable:
     """Score the (query, positive, negative) triples of ``pairs`` with ``teacher``, resumably.
@@ -146,6 +147,9 @@ def score_candidates(
         work_dir: where the shards and the manifest go; reuse it to resume an interrupted job.
         batch_size: the batch size of a model wrapped by :func:`as_scorer` (a teacher keeps its own).
         shard_size: distinct (query, document) pairs per shard (the most work an interruption loses).
+        scale: factor on every score (and so on every margin), e.g. 10 to bring cosine scores in [-1, 1] to
+            the range of a student's unnormalised dot products; the shards keep the unscaled scores, and the
+            table records the teacher's name and the scale (:attr:`TeacherScoreTable.teacher`).
         show_progress_bar: show a progress bar over the pairs.
 
     Returns:
@@ -160,6 +164,8 @@ def score_candidates(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, not {shard_size}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive number, not {scale}")
     teacher = as_scorer(teacher, batch_size)
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:
@@ -197,13 +203,17 @@ def score_candidates(
                 bar.update(step.stop - step.start)
             pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
             os.replace(path.with_suffix(".tmp"), path)
-    return TeacherScoreTable.from_scores(
+    if scale != 1:
+        scores *= np.float32(scale)
+    table = TeacherScoreTable.from_scores(
         columns["query_id"],
         columns["positive_id"],
         columns["negative_id"],
         scores[positive_pair],
         scores[negative_pair],
     )
+    table.teacher = {"name": teacher.name, "scale": scale}
+    return table
 
 
 def _score_pairs(

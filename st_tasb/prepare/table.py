@@ -105,7 +105,9 @@ class TeacherScoreTable:
         ValueError: if a column is missing or has the wrong type.
     """
 
-    def __init__(self, dataset: Dataset, *, source: str | Path | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, *, source: str | Path | None = None, teacher: dict[str, Any] | None = None
+    ) -> None:
         columns = set(dataset.column_names)
         missing = [c for c in (*ID_COLUMNS, "margin") if c not in columns]
         if missing:
@@ -121,6 +123,7 @@ class TeacherScoreTable:
                 raise ValueError(f"column {name!r} must be float32, not {schema.field(name).type}")
         self.dataset = dataset if rows(dataset) is dataset.data else Dataset(rows(dataset), fingerprint=generate_random_fingerprint())
         self.source = None if source is None else str(source)
+        self.teacher = dict(teacher or {})
 
     # ------------------------------------------------------------------ construction
 
@@ -305,7 +308,7 @@ class TeacherScoreTable:
         """Save as a ``datasets`` Arrow folder (``Dataset.save_to_disk``) plus ``teacher_score_table.json``.
 
         The JSON file records :attr:`source`, so that messages of the reloaded table still name
-        ``file:line``.
+        ``file:line``, and :attr:`teacher` (what scored the pairs, and the scale applied), for the card.
 
         Example:
             >>> import tempfile
@@ -316,7 +319,8 @@ class TeacherScoreTable:
         """
         path = Path(path)
         self.dataset.save_to_disk(str(path))
-        (path / _METADATA_FILE).write_text(json.dumps({"source": self.source}) + "\n", encoding="utf-8")
+        metadata = {"source": self.source, "teacher": self.teacher}
+        (path / _METADATA_FILE).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherScoreTable:
@@ -330,7 +334,7 @@ class TeacherScoreTable:
         if not metadata_file.is_file():
             raise FileNotFoundError(f"not a saved teacher score table (no {_METADATA_FILE}): {path}")
         metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-        return cls(load_from_disk(str(path)), source=metadata["source"])
+        return cls(load_from_disk(str(path)), source=metadata["source"], teacher=metadata.get("teacher"))
 
     def to_tsv(self, path: str | Path) -> None:
         """Write the original layout, ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid``, no header.

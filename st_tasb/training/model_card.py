@@ -56,6 +56,8 @@ SETTING_LABELS = {
     "n_bins": "margin bins per query (h)",
     "alpha": "in-batch loss weight (alpha)",
     "batch_size": "batch size (b)",
+    "world_size": "processes (world size)",
+    "global_batch_size": "global batch (all processes)",
     "topic_aware": "topic-aware batches",
     "balanced": "balanced margin sampling",
     "learning_rate": "learning rate",

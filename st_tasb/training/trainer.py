@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -108,6 +110,7 @@ def build_inbatch_teacher(
     corpus: TextStore | None = None,
     cache_dir: str | Path | None = None,
     device: str | None = None,
+    scale: float = 1.0,
     show_progress_bar: bool = True,
 ) -> InBatchTeacher | None:
     """Load the in-batch teacher named on the command line.
@@ -122,6 +125,7 @@ def build_inbatch_teacher(
         cache_dir: bi-encoder only: keep the cached embeddings in this folder (memory-mapped); a folder
             written earlier for the same stores is reused.
         device: where the teacher runs (default: CUDA when available).
+        scale: bi-encoder only: factor on its scores (e.g. 10 for cosine scores and a dot-product student).
         show_progress_bar: show the caching progress.
 
     Returns:
@@ -134,6 +138,8 @@ def build_inbatch_teacher(
     """
     if kind == "none":
         return None
+    if scale != 1 and kind != "bi-encoder":
+        raise ValueError(f"only the bi-encoder in-batch teacher takes a scale, not the {kind} one")
     if kind not in ("bi-encoder", "colbert", "cross-encoder"):
         raise ValueError(f"unknown in-batch teacher {kind!r}; choose none, bi-encoder, colbert or cross-encoder")
     if not model:
@@ -144,7 +150,7 @@ def build_inbatch_teacher(
         return CrossEncoderTeacher(load_cross_encoder(model, device=device), device=device)
     if queries is None or corpus is None:
         raise ValueError("a bi-encoder in-batch teacher needs the queries and corpus to cache their embeddings")
-    teacher = BiEncoderTeacher(load_sentence_transformer(model, device=device), device=device)
+    teacher = BiEncoderTeacher(load_sentence_transformer(model, device=device), device=device, scale=scale)
     cached_embeddings(teacher, queries, corpus, cache_dir, show_progress_bar=show_progress_bar)
     return teacher
 
@@ -244,12 +250,13 @@ def train(
         train_dataset=dataset,
         loss=loss,
         data_collator=TASBDataCollator.for_model(student),
-        callbacks=[*(callbacks or []), *_early_stopping(settings)],
+        callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport()],
         evaluator=evaluator,
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
+    card.settings.update(world_size=trainer.args.world_size, global_batch_size=_global_batch(trainer.args))
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         attach_model_card(student, card)
@@ -276,6 +283,48 @@ def _loss(
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 
     return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
+
+
+def _global_batch(args: TrainingArguments) -> int:
+    return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+
+
+class LaunchReport(TrainerCallback):
+    """Logs, once per run on the main process, how training runs: processes, backend, device, batch sizes, steps.
+
+    Started by ``accelerate launch`` through its single-process launcher (``--cpu``, or no GPU without
+    ``--multi_gpu``), a run has one process whatever ``--num_processes`` said; that is warned about.
+    """
+
+    def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        backend = getattr(args.distributed_state, "backend", None) or "none"
+        logger.info(
+            "training on %d process(es) (backend %s, device %s): %d queries per device, global batch %d, %d steps, "
+            "%g epochs", args.world_size, backend, args.device, args.per_device_train_batch_size, _global_batch(args),
+            state.max_steps, args.num_train_epochs if args.max_steps <= 0 else state.num_train_epochs,
+        )
+        if args.world_size == 1 and "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
+            logger.warning(
+                "accelerate launch started ONE process: its single-process launcher ignores --num_processes. "
+                "For N processes on CPU (gloo) use 'accelerate launch --multi_gpu --num_processes N' (it runs CPU "
+                "processes without a GPU) or 'torchrun --nproc_per_node N -m st_tasb train ... --cpu'"
+            )
+
+
+@contextmanager
+def main_process_threads(state: PartialState) -> Iterator[None]:
+    """Under a launcher, give the main process all CPU threads while it works alone (the others wait)."""
+    if state.num_processes == 1 or not state.is_main_process:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _early_stopping(settings: TrainingSettings) -> list[TrainerCallback]:
@@ -356,13 +405,21 @@ def _card(
     recorded["steps"] = steps
     card.settings = {**recorded, **card.settings}
     card.teachers = {
-        "pairwise": "precomputed teacher margins of the training table",
+        "pairwise": _describe_table_teacher(table),
         "in-batch": _describe_teacher(teacher),
         **card.teachers,
     }
     n_queries = table.num_queries
     card.data = {**card.data, "training pairs": len(table), "training queries": n_queries}
     return card
+
+
+def _describe_table_teacher(table: TeacherScoreTable) -> str:
+    """The pairwise teacher as the table records it (st-tasb score), with its scale."""
+    name, scale = table.teacher.get("name"), table.teacher.get("scale", 1)
+    if not name:
+        return "precomputed teacher margins of the training table"
+    return f"{name}" + (f", scores x {scale:g}" if scale != 1 else "")
 
 
 def _describe_teacher(teacher: InBatchTeacher | None) -> str:
