@@ -455,6 +455,7 @@ def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: 
     assert result.stderr.count("training on 2 process(es) (backend gloo") == 1  # once, from the main process
     card = json.loads((tmp_path / "model" / "tas_balanced.json").read_text())
     assert (card["settings"]["world_size"], card["settings"]["global_batch_size"]) == (2, 8)
+    assert card["settings"]["epochs_trained"] == 0.4  # 2 steps of 8 of the 40 training queries
     assert np.load(tmp_path / "cache" / "corpus.npy").shape[0] == 300
     assert SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(["x"]).shape == (1, 384)
 

@@ -58,6 +58,7 @@ SETTING_LABELS = {
     "batch_size": "batch size (b)",
     "world_size": "processes (world size)",
     "global_batch_size": "global batch (all processes)",
+    "epochs_trained": "epochs trained (passes over the training queries)",
     "topic_aware": "topic-aware batches",
     "balanced": "balanced margin sampling",
     "learning_rate": "learning rate",

@@ -256,7 +256,10 @@ def train(
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
-    card.settings.update(world_size=trainer.args.world_size, global_batch_size=_global_batch(trainer.args))
+    card.settings.update(
+        world_size=trainer.args.world_size, global_batch_size=_global_batch(trainer.args),
+        epochs_trained=round(float(trainer.state.epoch or 0), 4),
+    )
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         attach_model_card(student, card)
