@@ -215,8 +215,11 @@ def test_wrong_inputs_are_named() -> None:
         loss(iter([{}, {}]), {"margin": torch.zeros(2)})
     with pytest.raises(ValueError, match="no inbatch_teacher"):
         DualTeacherMarginMSELoss(None, None, alpha=0.5)
-    with pytest.raises(ValueError, match="non-negative"):
-        DualTeacherMarginMSELoss(None, _FixedTeacher(torch.zeros(2, 4)), alpha=-1.0)
+    for alpha in (-1.0, float("nan"), float("inf"), "0.5"):  # the class and the function refuse the same weights
+        with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+            DualTeacherMarginMSELoss(None, _FixedTeacher(torch.zeros(2, 4)), alpha=alpha)
+        with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+            dual_teacher_margin_mse(q, p, n, torch.zeros(2), torch.zeros(2, 4), alpha=alpha)
     with pytest.raises(TypeError, match="InBatchTeacher"):
         DualTeacherMarginMSELoss(None, torch.nn.Linear(2, 2))
 

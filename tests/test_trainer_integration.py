@@ -101,3 +101,18 @@ def test_ddp_ranks_get_disjoint_batches_of_one_sequence(scifact_parts, small_stu
         assert record["global_step"] == steps and np.isfinite(record["losses"]).all()
     seen = [q for batches in own for batch in batches for q in batch]
     assert len(seen) == len(set(seen)) == len(expected) * 8  # disjoint, and together the whole epoch
+
+
+def test_a_sampler_instance_in_the_training_arguments_is_refused(scifact_parts, small_student, tmp_path: Path) -> None:
+    """Guards a silent failure: sentence-transformers, given a sampler instance as batch_sampler, would train on
+    single rows in table order; st-tasb's sampler refuses to be used so, before the first step, saying what to pass."""
+    dataset = build_training_dataset(
+        scifact_parts.table, scifact_parts.data.queries, scifact_parts.data.corpus, scifact_parts.clusters
+    )
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, report_to="none", use_cpu=True,
+        batch_sampler=TopicAwareBalancedBatchSampler(dataset, batch_size=16, drop_last=True),
+    )
+    trainer = SentenceTransformerTrainer(model=small_student, args=args, train_dataset=dataset, loss=MarginMSELoss(small_student))
+    with pytest.raises(TypeError, match="takes the class TopicAwareBalancedBatchSampler or functools.partial"):
+        trainer.get_train_dataloader()

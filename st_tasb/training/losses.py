@@ -14,6 +14,7 @@ is scored by the pairwise term only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -71,6 +72,20 @@ def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor) -> Tenso
     return (positives + negatives) / 2
 
 
+def check_alpha(alpha: float) -> None:
+    """Raise ``ValueError`` unless ``alpha`` is a finite number >= 0 (NaN, infinity or a negative weight would make
+    the loss meaningless: a negative one rewards disagreeing with the teacher).
+
+    Example:
+        >>> check_alpha(float("nan"))
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha must be a finite number >= 0, not nan
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"alpha must be a finite number >= 0, not {alpha!r}")
+
+
 def dual_teacher_margin_mse(
     query: Tensor,
     positive: Tensor,
@@ -98,7 +113,7 @@ def dual_teacher_margin_mse(
         The components sum to the loss.
 
     Raises:
-        ValueError: if the shapes do not fit together, naming them.
+        ValueError: if the shapes do not fit together, naming them, or ``alpha`` is not a finite number >= 0.
 
     Example:
         >>> q, p, n = torch.eye(2), torch.eye(2) * 2, torch.zeros(2, 2)
@@ -106,6 +121,7 @@ def dual_teacher_margin_mse(
         >>> {name: round(value.item(), 4) for name, value in parts.items()}
         {'pairwise': 1.0, 'in_batch': 2.0}
     """
+    check_alpha(alpha)
     batch_size = query.shape[0]
     if positive.shape != query.shape or negative.shape != query.shape:
         raise ValueError(
@@ -207,8 +223,7 @@ class DualTeacherMarginMSELoss(nn.Module):
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
     ) -> None:
         super().__init__()
-        if alpha < 0:
-            raise ValueError(f"alpha must be non-negative, not {alpha}")
+        check_alpha(alpha)
         if inbatch_teacher is None and alpha > 0:
             raise ValueError(f"alpha={alpha} weighs an in-batch term, but no inbatch_teacher was given")
         if inbatch_teacher is not None:

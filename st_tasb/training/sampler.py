@@ -329,6 +329,23 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
                 "lower the batch size"
             )
 
+    def __call__(self, *args: Any, **kwargs: Any) -> TopicAwareBalancedBatchSampler:
+        """Refuse being used as a sampler factory: ``batch_sampler=`` of the training arguments takes the class.
+
+        sentence-transformers calls ``args.batch_sampler(dataset, batch_size=..., ...)`` and, given an instance
+        that cannot be called, silently falls back to batches of single rows; this makes the mistake loud
+        before training starts.
+
+        Raises:
+            TypeError: always, naming what to pass instead.
+        """
+        raise TypeError(
+            "batch_sampler= of SentenceTransformerTrainingArguments takes the class TopicAwareBalancedBatchSampler "
+            "or functools.partial(TopicAwareBalancedBatchSampler, n_bins=..., clusters_per_batch=...), not an "
+            "instance (sentence-transformers would train on single rows); an instance belongs in a DataLoader "
+            "(st_tasb.fit)"
+        )
+
     def __len__(self) -> int:
         full, rest = divmod(self.index.n_queries, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
