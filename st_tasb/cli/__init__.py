@@ -39,6 +39,14 @@ COMMANDS = {
 """Subcommand -> one-line summary, in pipeline order; the driver is the module ``st_tasb.cli.<name>``."""
 
 
+RESUME_HINTS = {
+    "score": "Finished shards are kept in the work folder: run the same command again to resume from them.",
+    "train": "Checkpoints written so far (--save-steps) are kept: run the same command with --resume to go on.",
+    "demo": "The teacher embeddings and scores written so far stay in the work folder: a rerun reuses them.",
+}
+"""What an interrupted command kept, and how to go on."""
+
+
 def load_command(name: str) -> Command:
     """The :class:`~st_tasb.cli.options.Command` of subcommand ``name`` (imports its driver module).
 
@@ -110,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(command.run(arguments) or 0)
+    except KeyboardInterrupt:
+        print(f"st-tasb {name}: interrupted. {RESUME_HINTS.get(name, 'Nothing was written that a rerun needs.')}",
+              file=sys.stderr)
+        return 130
     except (OSError, ValueError, UnknownIdError) as error:
         if show_traceback:
             raise

@@ -22,7 +22,8 @@ class EvaluateArguments:
     split: str = option("test", help="qrels split to evaluate (qrels/SPLIT.tsv)")
     run: str | None = option(None, help="evaluate this TREC run file instead of a model (with --qrels, or --data and --split)")
     qrels: str | None = option(None, help="qrels file for --run: BEIR TSV (query-id corpus-id score) or TREC (qid 0 docid rel)")
-    run_output: str | None = option(None, help="write the model's run to this TREC run file")
+    run_output: str | None = option(None, help="write the model's run to this TREC run file (a new file, or --overwrite)")
+    overwrite: bool = option(False, help="let --run-output replace an existing file")
     top_k: int = option(1000, help="passages retrieved per query")
     index: Literal["flat", "hnsw", "ivf"] = option(
         "flat", help="faiss index: flat (exact inner product), hnsw or ivf (approximate, for large corpora)"
@@ -51,6 +52,8 @@ class EvaluateArguments:
             raise ValueError("give --model and --data (retrieve and evaluate), or --run and --qrels (evaluate a run file)")
         elif self.qrels is not None:
             raise ValueError("--qrels goes with --run; with --model the qrels are DATA/qrels/SPLIT.tsv")
+        if self.run_output and Path(self.run_output).exists() and not self.overwrite:
+            raise ValueError(f"--run-output {self.run_output} exists; choose a new file or add --overwrite")
 
 
 def run(args: EvaluateArguments) -> int:

@@ -63,6 +63,7 @@ def run(args: ScoreArguments) -> int:
     from datasets import Dataset
 
     from st_tasb.data.beir import load_beir
+    from st_tasb.data.files import reading
     from st_tasb.data.models import (
         MODEL_KINDS,
         load_cross_encoder,
@@ -78,7 +79,8 @@ def run(args: ScoreArguments) -> int:
         raise FileNotFoundError(f"candidates not found: {pairs_path} (run st-tasb mine first)")
     if pairs_path.suffix != ".parquet":
         raise ValueError(f"{pairs_path}: candidates must be a Parquet file with query_id, positive_id, negative_id")
-    pairs = Dataset.from_parquet(str(pairs_path))
+    with reading(pairs_path, "candidates file (st-tasb mine writes it)"):
+        pairs = Dataset.from_parquet(str(pairs_path))
     data = load_beir(args.data, args.split)
 
     teachers = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from st_tasb.cli.options import Command, option
@@ -40,6 +41,7 @@ class TrainArguments(TrainingSettings):
         "patience) and at the end, in the card"
     )
     eval_split: str = option("dev", help="qrels split of --eval-data")
+    overwrite: bool = option(False, help="train into an --output folder that holds other files (they may be replaced)")
 
 
 def run(args: TrainArguments) -> int:
@@ -57,6 +59,7 @@ def run(args: TrainArguments) -> int:
         train,
     )
 
+    _check_output(Path(args.output), args.resume or args.overwrite)
     if args.clusters is None and args.topic_aware:
         raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
     device = "cpu" if args.cpu else None
@@ -108,6 +111,18 @@ def run(args: TrainArguments) -> int:
             print(json.dumps({args.eval_split: {m: round(metrics[f"{args.eval_split}_{m}"], 4) for m in METRICS}}))
         print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
+
+
+def _check_output(output: Path, allowed: bool) -> None:
+    """Refuse a non-empty --output that is not an st-tasb model folder (its files, e.g. a README, would be replaced)."""
+    if allowed or not output.is_dir() or not any(output.iterdir()):
+        return
+    if (output / "tas_balanced.json").is_file() or (output / "checkpoints").is_dir():
+        return  # an earlier st-tasb run: its model is replaced, as training again asks
+    raise ValueError(
+        f"--output {output} holds other files ({', '.join(sorted(p.name for p in output.iterdir())[:5])}); "
+        "choose an empty or new folder, or add --overwrite"
+    )
 
 
 COMMAND = Command(

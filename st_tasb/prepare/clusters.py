@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
 
@@ -449,20 +450,20 @@ class QueryClusters:
         settings_path = directory / SETTINGS_FILE
         manifest: dict[str, Any] = {}
         if settings_path.is_file():
-            try:
+            with reading(settings_path, "clustering settings file"):
                 manifest = json.loads(settings_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{settings_path}: not valid JSON ({error})") from None
         required = [ASSIGNMENTS_FILE, SETTINGS_FILE] + ([CENTROIDS_FILE] if manifest.get("has_centroids") else [])
         missing = [name for name in required if not (directory / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a complete query clusters folder: missing {missing}")
-        table = pq.read_table(directory / ASSIGNMENTS_FILE)
+        with reading(directory / ASSIGNMENTS_FILE, "query-cluster assignments file"):
+            table = pq.read_table(directory / ASSIGNMENTS_FILE)
         if not {"query_id", "cluster"} <= set(table.column_names):
             raise ValueError(
                 f"{directory / ASSIGNMENTS_FILE}: needs columns 'query_id' and 'cluster', has {table.column_names}"
             )
-        centroids = np.load(directory / CENTROIDS_FILE) if manifest.get("has_centroids") else None
+        with reading(directory / CENTROIDS_FILE, "cluster centroids file"):
+            centroids = np.load(directory / CENTROIDS_FILE) if manifest.get("has_centroids") else None
         try:
             return cls(
                 table.column("query_id"),

@@ -50,6 +50,7 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
+from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
@@ -240,7 +241,8 @@ def _score_pairs(
 
 def _read_shard(path: Path, expected: pa.Table) -> np.ndarray:
     """The scores of a finished shard, after checking that it holds the expected pairs in order."""
-    shard = pq.read_table(path)
+    with reading(path, "finished scoring shard (delete it to score it again)"):
+        shard = pq.read_table(path)
     if shard.num_rows != expected.num_rows or not all(
         shard.column(name).type == expected.column(name).type and shard.column(name).equals(expected.column(name))
         for name in ("query_id", "doc_id")
@@ -257,7 +259,8 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest = work_dir / MANIFEST
     if manifest.is_file():
-        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        with reading(manifest, "scoring job manifest"):
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
         differences = {key: (recorded.get(key), value) for key, value in job.items() if recorded.get(key) != value}
         if differences:
             details = "; ".join(

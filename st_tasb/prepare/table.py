@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import DataFormatError
+from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore, UnknownIdError
 
@@ -230,8 +231,12 @@ class TeacherScoreTable:
                 f"the dataset has columns {found}; a teacher score table needs {list(ID_COLUMNS)} and either "
                 f"{list(SCORE_COLUMNS)} or the margin as 'margin' or 'score'"
             )
+        if len(dataset) == 0:
+            raise ValueError("the dataset is empty: a teacher score table needs at least one scored pair")
         wanted = [*ID_COLUMNS, *(SCORE_COLUMNS if has_scores else ()), *([margin_column] if margin_column else ())]
         table = rows(dataset.select_columns(wanted))
+        for name in wanted[3:]:
+            _check_numeric(table.column(name), name)
         query_type, passage_type = _id_types([table.schema.field(c).type for c in ID_COLUMNS], ID_COLUMNS)
         table = table.cast(
             pa.schema(
@@ -333,8 +338,11 @@ class TeacherScoreTable:
         metadata_file = path / _METADATA_FILE
         if not metadata_file.is_file():
             raise FileNotFoundError(f"not a saved teacher score table (no {_METADATA_FILE}): {path}")
-        metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
-        return cls(load_from_disk(str(path)), source=metadata["source"], teacher=metadata.get("teacher"))
+        with reading(metadata_file, "teacher score table description"):
+            metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+            source, teacher = metadata["source"], metadata.get("teacher")
+        with reading(path, "saved teacher score table (an Arrow folder of Dataset.save_to_disk)"):
+            return cls(load_from_disk(str(path)), source=source, teacher=teacher)
 
     def to_tsv(self, path: str | Path) -> None:
         """Write the original layout, ``pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid``, no header.
@@ -463,6 +471,23 @@ def _to_arrow(values: ArrayLike) -> pa.Array:
     if isinstance(values, pa.Array):
         return values
     return pa.array(values)
+
+
+def _check_numeric(column: pa.ChunkedArray, name: str) -> None:
+    """Raise ``ValueError`` naming the column and its first row that is not a number."""
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+        return
+    try:
+        pc.cast(column, pa.float32())
+        return
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for row, value in enumerate(column.to_pylist()):  # only when the column does not convert: find the culprit
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"column {name!r} must hold numbers; row {row} holds {value!r}") from None
+    raise ValueError(f"column {name!r} must hold numbers, not {column.type}")
 
 
 def _id_types(types: Sequence[pa.DataType], names: Sequence[str]) -> tuple[pa.DataType, pa.DataType]:

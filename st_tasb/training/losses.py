@@ -269,7 +269,7 @@ class DualTeacherMarginMSELoss(nn.Module):
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
         """The loss components from the query, positive and negative embeddings and the labels."""
-        margin, inbatch_scores = self.teacher_targets(labels)
+        margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
         return dual_teacher_margin_mse(
             *embeddings, margin, inbatch_scores, alpha=self.alpha, similarity_fct=self.similarity_fct
         )
@@ -288,11 +288,16 @@ class DualTeacherMarginMSELoss(nn.Module):
             )
         return features
 
-    def teacher_targets(self, labels: Any) -> tuple[Tensor, Tensor | None]:
+    def teacher_targets(self, labels: Any, batch_size: int | None = None) -> tuple[Tensor, Tensor | None]:
         """The pairwise margins ``[B]`` and, with an in-batch term, the teacher's ``[B, 2B]`` scores.
 
+        Args:
+            labels: the labels dict of ``TASBDataCollator``, or a margin tensor.
+            batch_size: the rows of the batch; the margins are checked against it before the teacher runs.
+
         Raises:
-            ValueError: if the labels are not what the loss and its teacher need, naming what is missing.
+            ValueError: if the labels are not what the loss and its teacher need, naming what is missing, or
+                the margins do not match the batch (checked first, so the teacher is not blamed for them).
         """
         if isinstance(labels, Tensor):
             if self.uses_inbatch_teacher:
@@ -308,6 +313,11 @@ class DualTeacherMarginMSELoss(nn.Module):
                 f"{_COLLATOR_HINT}"
             )
         margin = torch.as_tensor(labels["margin"])
+        if batch_size is not None and margin.reshape(-1).shape[0] != batch_size:
+            raise ValueError(
+                f"labels['margin'] holds {margin.reshape(-1).shape[0]} margins for a batch of {batch_size} rows: one "
+                "pairwise teacher margin per (query, positive, negative) row"
+            )
         return margin, self.inbatch_teacher(labels) if self.uses_inbatch_teacher else None
 
     def get_config_dict(self) -> dict[str, Any]:

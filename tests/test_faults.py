@@ -1,0 +1,115 @@
+"""Bad input and damaged files: each error names the file, row or setting, and nothing of the user's is replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from st_tasb.cli import main
+from st_tasb.data.files import CorruptFileError
+from st_tasb.data.texts import TextStore
+from st_tasb.prepare.clusters import QueryClusters
+from st_tasb.prepare.scoring import score_candidates
+from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.teachers import BiEncoderTeacher
+from st_tasb.training.losses import DualTeacherMarginMSELoss
+
+
+def saved_table(folder: Path) -> Path:
+    TeacherScoreTable.from_margins([1, 1, 2], [10, 10, 11], [12, 13, 14], [0.5, 1.0, 2.0]).save(folder)
+    return folder
+
+
+def test_a_damaged_saved_table_names_its_file(tmp_path: Path) -> None:
+    """Guards damaged table folders: a truncated Arrow file and a corrupt description file are named."""
+    folder = saved_table(tmp_path / "table")
+    (folder / "teacher_score_table.json").write_text('{"source": ')
+    with pytest.raises(CorruptFileError, match=r"teacher_score_table\.json: cannot read this teacher score table"):
+        TeacherScoreTable.load(folder)
+    folder = saved_table(tmp_path / "table2")
+    arrow = next(folder.glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    with pytest.raises(CorruptFileError, match=str(folder)):
+        TeacherScoreTable.load(folder)
+
+
+def test_damaged_clusters_and_scoring_files_name_themselves(tmp_path: Path) -> None:
+    """Guards the other files st-tasb writes: a truncated centroids.npy and a corrupt scoring manifest."""
+    clusters = QueryClusters.fit_embeddings(np.eye(4, dtype=np.float32), [1, 2, 3, 4], k=2, seed=0)
+    folder = clusters.save(tmp_path / "clusters")
+    centroids = Path(folder) / "centroids.npy"
+    centroids.write_bytes(centroids.read_bytes()[:90])
+    with pytest.raises(CorruptFileError, match=r"centroids\.npy: cannot read this cluster centroids file"):
+        QueryClusters.load(folder)
+    work = tmp_path / "shards"
+    work.mkdir()
+    (work / "manifest.json").write_text('{"teacher": "\u0001')
+    store = TextStore.from_records([("q", "x"), ("d", "y")])
+    teacher = BiEncoderTeacher(cache=(np.ones((2, 2)), np.ones((2, 2))), similarity_fn_name="dot", device="cpu")
+    pairs = Dataset.from_dict({"query_id": ["q"], "positive_id": ["d"], "negative_id": ["q"]})
+    with pytest.raises(CorruptFileError, match=r"manifest\.json: cannot read this scoring job manifest"):
+        score_candidates(teacher, pairs, store, store, work, show_progress_bar=False)
+
+
+def test_from_dataset_names_the_bad_column_row_and_an_empty_dataset() -> None:
+    """Guards Hub-style input: a score that is not a number is named with its column and row (not a raw ArrowInvalid),
+    and an empty dataset is called empty."""
+    bad = Dataset.from_dict({"query_id": [1, 1], "positive_id": [2, 2], "negative_id": [3, 4], "score": ["1.5", "high"]})
+    with pytest.raises(ValueError, match=r"column 'score' must hold numbers; row 1 holds 'high'"):
+        TeacherScoreTable.from_dataset(bad)
+    empty = Dataset.from_dict({"query_id": [], "positive_id": [], "negative_id": [], "score": []})
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        TeacherScoreTable.from_dataset(empty)
+
+
+def test_margins_are_checked_before_the_teacher_is_blamed() -> None:
+    """Guards the culprit: more margins than rows is reported as a margin error, before the in-batch teacher runs."""
+    teacher = BiEncoderTeacher(cache=(np.ones((2, 2)), np.ones((4, 2))), similarity_fn_name="dot", device="cpu")
+    loss = DualTeacherMarginMSELoss(None, teacher, alpha=0.5)
+    embeddings = [torch.zeros(2, 2)] * 3
+    labels = {"margin": torch.zeros(3), "query_index": [0, 1], "positive_index": [0, 1], "negative_index": [2, 3]}
+    with pytest.raises(ValueError, match=r"labels\['margin'\] holds 3 margins for a batch of 2 rows"):
+        loss.compute_loss_from_embeddings(embeddings, labels)
+
+
+def test_the_cli_names_damaged_candidates_and_never_replaces_a_users_files(
+    tmp_path: Path, scifact_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Guards the command line: a truncated candidates file is named in one line (exit 2); an existing --run-output
+    and a folder of someone else's files as train --output are refused without --overwrite, and left untouched."""
+    candidates = tmp_path / "pairs.parquet"
+    candidates.write_bytes(b"PAR1 not really")
+    code = main(["score", "--candidates", str(candidates), "--data", str(scifact_dir), "--teachers", "bi-encoder:x",
+                 "--output", str(tmp_path / "t")])
+    assert code == 2 and f"{candidates}: cannot read this candidates file" in capsys.readouterr().err
+    run = tmp_path / "run.trec"
+    run.write_text("mine\n")
+    code = main(["evaluate", "--model", "m", "--data", str(scifact_dir), "--run-output", str(run)])
+    assert code == 2 and "exists; choose a new file or add --overwrite" in capsys.readouterr().err
+    assert run.read_text() == "mine\n"
+    other = tmp_path / "my-dataset"
+    other.mkdir()
+    (other / "README.md").write_text("my notes")
+    code = main(["train", "--table", "t", "--data", str(scifact_dir), "--student", "s", "--output", str(other),
+                 "--random-batches"])
+    assert code == 2 and "holds other files (README.md); choose an empty or new folder" in capsys.readouterr().err
+    assert (other / "README.md").read_text() == "my notes"
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """Guards an interrupted command: no traceback, one line saying what was kept and how to resume, exit 130."""
+    from st_tasb.cli import score as score_command
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score_command, "COMMAND", dataclasses.replace(score_command.COMMAND, run=interrupted))
+    code = main(["score", "--candidates", "c", "--data", "d", "--teachers", "m", "--output", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert code == 130 and "st-tasb score: interrupted. Finished shards are kept" in err and "Traceback" not in err
