@@ -101,6 +101,18 @@ def test_the_cli_names_damaged_candidates_and_never_replaces_a_users_files(
     assert (other / "README.md").read_text() == "my notes"
 
 
+@pytest.mark.parametrize("command", ["mine", "score", "cluster"])
+def test_an_unwritable_output_fails_before_the_work(command: str, tmp_path: Path, scifact_dir: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Guards time: an --output that cannot be written is reported at once, naming it, before any data is read."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    output = blocker / "out"
+    extra = {"mine": [], "score": ["--candidates", "none", "--teachers", "m"], "cluster": ["--model", "m"]}[command]
+    assert main([command, "--data", "/nonexistent", "--output", str(output), *extra]) == 2
+    assert f"--output {output} cannot be written: {blocker} is a file" in capsys.readouterr().err
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     """Guards an interrupted command: no traceback, one line saying what was kept and how to resume, exit 130."""

@@ -158,6 +158,25 @@ def test_checkpoints_are_written_and_training_resumes(parts: Parts, small_studen
     assert [entry["step"] for entry in resumed.log_history if "loss" in entry] == [1, 2, 3]  # steps 1-2 come from the checkpoint
 
 
+def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts, small_student_path: str,
+                                                                  tmp_path: Path) -> None:
+    """Guards --resume against silent mix-ups: checkpoints of a run with other settings are refused naming the
+    differing setting, and a truncated checkpoint is named with the previous one to resume from."""
+    output = tmp_path / "model"
+    train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
+          clusters=parts.clusters, settings=settings(max_steps=2, save_steps=1), local_files_only=True)
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: checkpoints 0.0001, now 0.0002\)"):
+        train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
+              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1, learning_rate=2e-4),
+              resume_from_checkpoint=True, local_files_only=True)
+    weights = output / "checkpoints" / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"checkpoint-2 is damaged .*delete it to resume from .*checkpoint-1"):
+        train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
+              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=True,
+              local_files_only=True)
+
+
 def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_student: SentenceTransformer,
                                                           tmp_path: Path) -> None:
     """Guards a silent fallback: topic-aware batches without clusters must fail, not train on random batches."""

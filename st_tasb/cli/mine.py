@@ -56,6 +56,9 @@ class MineArguments:
 
 def run(args: MineArguments) -> int:
     """Mine the candidates, write them to the output folder and print a summary."""
+    from st_tasb.data.files import check_writable
+
+    check_writable(args.output, "--output")  # before the work, not after it
     from st_tasb.data.beir import write_beir
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.mining import mine_candidates

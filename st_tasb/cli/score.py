@@ -60,6 +60,9 @@ def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
 
 def run(args: ScoreArguments) -> int:
     """Score the candidates with the teacher(s), save the table and print its statistics."""
+    from st_tasb.data.files import check_writable
+
+    check_writable(args.output, "--output")  # before the work, not after it
     from datasets import Dataset
 
     from st_tasb.data.beir import load_beir

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,4 +48,28 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         ) from error
 
 
-__all__ = ["CorruptFileError", "reading"]
+def check_writable(folder: str | Path, what: str) -> None:
+    """Fail now, not after the work, if ``folder`` cannot be created or written.
+
+    Raises:
+        PermissionError: naming ``what`` and the folder, when the first part of its path that exists is a file
+            or is not writable.
+
+    Example:
+        >>> import tempfile
+        >>> blocker = Path(tempfile.mkdtemp()) / "a-file"
+        >>> _ = blocker.write_text("x")
+        >>> check_writable(blocker / "output", "--output")
+        Traceback (most recent call last):
+        ...
+        PermissionError: --output .../a-file/output cannot be written: .../a-file is a file, not a folder
+    """
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise PermissionError(f"{what} {folder} cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {folder} cannot be written: no write permission in {existing}")
+
+
+__all__ = ["CorruptFileError", "check_writable", "reading"]

@@ -10,11 +10,16 @@ Example:
     ValueError: batch_size (30) must be a multiple of clusters_per_batch (4)
     >>> TrainingSettings.of(TrainingSettings(alpha=0.5)).alpha
     0.5
+    >>> TrainingSettings(batch_size="32")
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size='32' must be int, not str
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +113,7 @@ class TrainingSettings:
     cpu: bool = field(default=False, metadata={"help": "train on the CPU even when CUDA is available"})
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = {
             "batch_size": self.batch_size >= 1,
             "learning_rate": self.learning_rate > 0,
@@ -141,6 +147,18 @@ class TrainingSettings:
                 f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) to keep the best model"
             )
 
+    def _check_types(self) -> None:
+        """Every setting has its declared type (an int is a float too; a bool is neither); names the first that has not."""
+        hints = typing.get_type_hints(TrainingSettings)
+        for field_ in dataclasses.fields(TrainingSettings):
+            value, allowed = getattr(self, field_.name), typing.get_args(hints[field_.name]) or (hints[field_.name],)
+            if value is None and type(None) in allowed:
+                continue
+            if any(_is_instance(value, kind) for kind in allowed if kind is not type(None)):
+                continue
+            names = " or ".join(kind.__name__ for kind in allowed if kind is not type(None))
+            raise ValueError(f"{field_.name}={value!r} must be {names}, not {type(value).__name__}")
+
     @classmethod
     def of(cls, options: object) -> TrainingSettings:
         """The settings carried by ``options``, any object with these fields (e.g. parsed options of a
@@ -150,3 +168,11 @@ class TrainingSettings:
     def sampler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""
         return {name: getattr(self, name) for name in ("n_bins", "clusters_per_batch", "topic_aware", "balanced")}
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)

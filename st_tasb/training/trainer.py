@@ -21,6 +21,7 @@ rank runs the same code; only the main process writes the model.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from sentence_transformers import (
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
 from st_tasb.data.compat import BaseEvaluator
+from st_tasb.data.files import reading
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
@@ -253,6 +255,10 @@ def train(
         callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport()],
         evaluator=evaluator,
     )
+    if resume_from_checkpoint:
+        _check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings)
+    if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
+        _record_settings(output_dir / CHECKPOINTS_DIR, settings)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
     card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
@@ -286,6 +292,50 @@ def _loss(
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 
     return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
+
+
+RUN_SETTINGS_FILE = "st_tasb_settings.json"
+"""Written next to the checkpoints: the settings of the run they belong to (a resume must match them)."""
+_NOT_COMPARED = ("cpu", "dataloader_workers", "logging_steps", "save_steps", "eval_steps", "early_stopping_patience",
+                 "keep_best_model", "max_steps", "epochs")  # may change between a run and its resumption
+
+
+def _record_settings(checkpoint_dir: Path, settings: TrainingSettings) -> None:
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    (checkpoint_dir / RUN_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
+
+
+def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSettings) -> None:
+    """Refuse to resume another run's checkpoints, or a damaged checkpoint, naming what differs or what to do."""
+    recorded_file = checkpoint_dir / RUN_SETTINGS_FILE
+    if recorded_file.is_file():
+        with reading(recorded_file, "record of the run's settings"):
+            recorded = json.loads(recorded_file.read_text())
+        current = dataclasses.asdict(settings)
+        differences = [
+            f"{name}: checkpoints {recorded.get(name)!r}, now {value!r}"
+            for name, value in current.items()
+            if name not in _NOT_COMPARED and recorded.get(name, value) != value
+        ]
+        if differences:
+            raise ValueError(
+                f"the checkpoints in {checkpoint_dir} belong to a run with other settings ({'; '.join(differences)}): "
+                "resume with the same settings, or train into another --output"
+            )
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[-1]))
+    chosen = Path(resume) if isinstance(resume, (str, Path)) else (checkpoints[-1] if checkpoints else None)
+    if chosen is None:
+        return
+    from safetensors import safe_open
+
+    for weights in chosen.glob("*.safetensors"):
+        earlier = [path for path in checkpoints if path != chosen and path.name < chosen.name]
+        hint = f"delete it to resume from {earlier[-1]}" if earlier else "it is the only checkpoint: train again"
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"checkpoint {chosen} is damaged ({weights.name}: {error}); {hint}") from None
 
 
 def _global_batch(args: TrainingArguments) -> int:
