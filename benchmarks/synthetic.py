@@ -4,7 +4,7 @@ The shapes follow MS MARCO passage: about 40M (query, positive, negative) pairs 
 queries and 8.8M passages, 2,000 query clusters. Query ids are distinct integers up to 1.2M (like the
 real qids), passage ids are ``0..n_passages-1`` (like the real pids). Pairs come in random order (each
 picks a random query, so the number of pairs per query varies), every query has one positive, negatives
-are random passages, and the two teacher scores are normally distributed (their margin can be negative,
+are random-looking passages that never repeat within a query, and the two teacher scores are normally distributed (their margin can be negative,
 as with the real T2 teacher). Texts are the ids written as strings: short, so that the 8.8M-passage store
 stays small, but real Arrow strings.
 """
@@ -51,10 +51,17 @@ def pairs(n_pairs: int, qids: np.ndarray, n_passages: int, seed: int = 1) -> Pai
     rng = np.random.default_rng(seed)
     query_of_pair = rng.integers(0, len(qids), size=n_pairs)
     positive_of_query = rng.integers(0, n_passages, size=len(qids))
+    # a random passage per query, then the query's k-th pair takes it + k * 7919: random-looking negatives
+    # that never repeat within a query (a repeated pair is refused by training)
+    order = np.argsort(query_of_pair, kind="stable")
+    counts = np.bincount(query_of_pair, minlength=len(qids))
+    rank = np.empty(n_pairs, dtype=np.int64)
+    rank[order] = np.arange(n_pairs) - np.repeat(np.cumsum(counts) - counts, counts)
+    first_negative = rng.integers(0, n_passages, size=len(qids), dtype=np.int64)
     return PairArrays(
         query_ids=qids[query_of_pair],
         positive_ids=positive_of_query[query_of_pair].astype(np.int64),
-        negative_ids=rng.integers(0, n_passages, size=n_pairs, dtype=np.int64),
+        negative_ids=(first_negative[query_of_pair] + rank * 7919) % n_passages,
         pos_scores=rng.normal(8.0, 2.0, size=n_pairs).astype(np.float32),
         neg_scores=rng.normal(2.0, 3.0, size=n_pairs).astype(np.float32),
     )

@@ -125,3 +125,23 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch, tmp_pa
     code = main(["score", "--candidates", "c", "--data", "d", "--teachers", "m", "--output", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert code == 130 and "st-tasb score: interrupted. Finished shards are kept" in err and "Traceback" not in err
+
+
+def test_a_repeated_pair_is_refused_naming_its_lines_unless_deduplicated(tmp_path: Path) -> None:
+    """Guards the duplicate policy: a pair listed twice (here with different margins) is an error naming both TSV
+    lines, at the one place every loader's table goes through; deduplicate('first') or ('mean') is the way out."""
+    from st_tasb.training.dataset import build_training_dataset
+
+    tsv = tmp_path / "scores.tsv"
+    tsv.write_text("3.0\t1.0\t1\t10\t11\n2.0\t1.0\t1\t10\t12\n5.0\t1.0\t1\t10\t11\n")
+    table = TeacherScoreTable.from_tsv(tsv, cache_dir=tmp_path, show_progress_bar=False)
+    queries = TextStore.from_records([(1, "q")])
+    corpus = TextStore.from_records([(10, "a"), (11, "b"), (12, "c")])
+    with pytest.raises(ValueError, match=rf"pair at {tsv}:3 twice \(also at {tsv}:1\)"):
+        build_training_dataset(table, queries, corpus)
+    first = build_training_dataset(table.deduplicate("first"), queries, corpus)
+    mean = build_training_dataset(table.deduplicate("mean"), queries, corpus)
+    assert sorted(first.data.column("margin").to_pylist()) == [1.0, 2.0]
+    assert sorted(mean.data.column("margin").to_pylist()) == [1.0, 3.0]
+    with pytest.raises(ValueError, match="keep must be 'first' or 'mean'"):
+        table.deduplicate("last")

@@ -42,6 +42,10 @@ class TrainArguments(TrainingSettings):
     )
     eval_split: str = option("dev", help="qrels split of --eval-data")
     overwrite: bool = option(False, help="train into an --output folder that holds other files (they may be replaced)")
+    duplicates: Literal["error", "first", "mean"] = option(
+        "error", help="a (query, positive, negative) pair listed twice in --table: error (naming its lines), or keep "
+        "the first row, or one row with the mean scores"
+    )
 
 
 def run(args: TrainArguments) -> int:
@@ -66,6 +70,8 @@ def run(args: TrainArguments) -> int:
     state = process_state(args.cpu)
     data = load_beir(args.data, args.split)
     table = TeacherScoreTable.load(args.table)
+    if args.duplicates != "error":
+        table = table.deduplicate(args.duplicates)
     clusters = QueryClusters.load(args.clusters) if args.clusters else None
     evaluator = None
     if args.eval_data:

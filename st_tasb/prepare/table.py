@@ -452,11 +452,50 @@ class TeacherScoreTable:
             store = queries if name == "query_id" else corpus
             examples = bad[:_MAX_EXAMPLES]
             ids = self.dataset.data.column(name).take(pa.array(examples)).to_pylist()
-            shown = ", ".join(f"{i!r} ({self._where(int(r))})" for i, r in zip(ids, examples))
+            shown = ", ".join(f"{i!r} ({self.where(int(r))})" for i, r in zip(ids, examples))
             parts.append(f"{len(bad)} {name}(s) not in {store.name}, e.g. {shown}")
         raise UnknownIdError(f"{bad_rows} of {len(self)} rows name ids that are missing: " + "; ".join(parts))
 
-    def _where(self, row: int) -> str:
+    def deduplicate(self, keep: str = "first") -> TeacherScoreTable:
+        """The table with each (query, positive, negative) pair once.
+
+        A pair listed twice would be drawn twice as often, so training refuses such a table
+        (:func:`~st_tasb.training.dataset.build_training_dataset`); this is the explicit way out.
+
+        Args:
+            keep: ``"first"`` keeps the first row of each pair; ``"mean"`` keeps one row whose scores and
+                margin are the means of the pair's rows.
+
+        Returns:
+            A new table (in memory), rows in the order of their first occurrence; :attr:`source` and
+            :attr:`teacher` carry over (line numbers in messages then refer to the new rows).
+
+        Raises:
+            ValueError: for another ``keep``.
+
+        Example:
+            >>> table = TeacherScoreTable.from_margins([1, 1, 1], [5, 5, 6], [7, 7, 7], [1.0, 3.0, 2.0])
+            >>> table.deduplicate("first").dataset["margin"][:], table.deduplicate("mean").dataset["margin"][:]
+            ([1.0, 2.0], [2.0, 2.0])
+        """
+        if keep not in ("first", "mean"):
+            raise ValueError(f"keep must be 'first' or 'mean', not {keep!r}")
+        data = self.dataset.data.table.append_column("row", pa.array(np.arange(len(self), dtype=np.int64)))
+        values = [name for name in data.column_names if name not in (*ID_COLUMNS, "row")]
+        how = "first" if keep == "first" else "mean"
+        grouped = data.group_by(list(ID_COLUMNS), use_threads=False).aggregate(
+            [("row", "min"), *((name, how) for name in values)]
+        )
+        grouped = grouped.sort_by("row_min")
+        columns = {name: grouped.column(name) for name in ID_COLUMNS}
+        columns.update({name: pc.cast(grouped.column(f"{name}_{how}"), pa.float32()) for name in values})
+        ordered = [*ID_COLUMNS, *(name for name in self.dataset.column_names if name in values)]
+        deduplicated = pa.table({name: columns[name] for name in ordered})
+        return TeacherScoreTable(Dataset(deduplicated, fingerprint=generate_random_fingerprint()), source=self.source,
+                                 teacher=self.teacher)
+
+    def where(self, row: int) -> str:
+        """Where row ``row`` came from: ``file:line`` of the TSV it was read from, else ``row N``."""
         return f"{self.source}:{row + 1}" if self.source else f"row {row}"
 
 

@@ -87,7 +87,9 @@ def build_training_dataset(
 
     Raises:
         st_tasb.data.texts.UnknownIdError: naming the table's ids that are missing from queries or corpus.
-        ValueError: naming queries of the table that have no cluster.
+        ValueError: naming queries of the table that have no cluster, or the first (query, positive, negative)
+            pair that the table holds twice (it would be drawn twice as often): deduplicate the table first
+            (:meth:`~st_tasb.prepare.table.TeacherScoreTable.deduplicate`).
     """
     data = table.dataset.data
 
@@ -131,6 +133,13 @@ def build_training_dataset(
             "margin": sorted_margin.result(),
             "cluster": np.repeat(cluster_of_query[present], runs),
         }
+    repeated = first_repeated_row(columns["query_index"], columns["positive_index"], columns["negative_index"])
+    if repeated is not None:
+        earlier, later = (table.where(int(order[row])) for row in repeated)
+        raise ValueError(
+            f"the table holds the pair at {later} twice (also at {earlier}): a repeated pair would be drawn twice as "
+            "often. Keep one: table.deduplicate('first') or ('mean'), or st-tasb train --duplicates first|mean"
+        )
     del order, margin
     arrow = pa.table({name: pa.array(values) for name, values in columns.items()})
     del columns
@@ -211,6 +220,44 @@ def _sort_key(query_pos: np.ndarray, margin: np.ndarray) -> np.ndarray:
     sortable ^= bits
     key |= sortable
     return key
+
+
+_HASH_MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+_DUPLICATE_CHUNK = 1 << 22  # rows hashed and sorted at a time (memory stays small at 40M pairs)
+
+
+def first_repeated_row(query: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> tuple[int, int] | None:
+    """``(first, repeat)``: two rows holding the same (query, positive, negative), or ``None``.
+
+    Rows must be grouped by query (as the training dataset is), so a repeat lies in the same group. Each chunk
+    of whole queries is hashed and sorted; a hash that repeats is confirmed on the values themselves.
+
+    Example:
+        >>> first_repeated_row(np.array([0, 0, 0, 1]), np.array([5, 5, 6, 5]), np.array([7, 8, 7, 7]))
+        >>> first_repeated_row(np.array([0, 0, 0, 1]), np.array([5, 6, 5, 5]), np.array([7, 7, 7, 7]))
+        (0, 2)
+    """
+    start = 0
+    with np.errstate(over="ignore"):
+        while start < len(query):
+            stop = min(start + _DUPLICATE_CHUNK, len(query))
+            if stop < len(query):  # end the chunk at a query boundary (after the group, if one group fills it)
+                boundary = int(np.searchsorted(query, query[stop], side="left"))
+                stop = boundary if boundary > start else int(np.searchsorted(query, query[stop], side="right"))
+            rows = slice(start, stop)
+            keys = (query[rows].astype(np.uint64) * _HASH_MULTIPLIERS[0]) ^ (
+                positive[rows].astype(np.uint64) * _HASH_MULTIPLIERS[1]) ^ (
+                negative[rows].astype(np.uint64) * _HASH_MULTIPLIERS[2])
+            ordered = np.sort(keys)
+            if (ordered[1:] == ordered[:-1]).any():
+                triples = np.stack([query[rows], positive[rows], negative[rows]], axis=1).astype(np.int64)
+                _, first, inverse = np.unique(triples, axis=0, return_index=True, return_inverse=True)
+                repeats = np.flatnonzero(first[inverse.reshape(-1)] != np.arange(len(triples)))
+                if len(repeats):
+                    repeat = int(repeats[0])
+                    return start + int(first[inverse.reshape(-1)[repeat]]), start + repeat
+            start = stop
+    return None
 
 
 def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:
