@@ -60,7 +60,8 @@ def msmarco_dir(msmarco_toy: Path, tmp_path_factory: pytest.TempPathFactory) -> 
            + [f"{TRAIN_QID + len(rows) + j}\tunused training query {j}" for j in range(UNUSED_QUERIES)])
     teacher = []
     for i in range(len(rows)):
-        others = rng.choice([p for p in pos_pid + neg_pid if p != pos_pid[i]], EXTRA_NEGATIVES, replace=False)
+        others = rng.choice([p for p in pos_pid + neg_pid if p not in (pos_pid[i], neg_pid[i])], EXTRA_NEGATIVES,
+                            replace=False)  # no pair twice: training refuses repeated pairs
         for negative in [neg_pid[i], *others]:
             teacher.append(f"{rng.normal(8, 1):.4f}\t{rng.normal(2, 2):.4f}\t{TRAIN_QID + i}\t{pos_pid[i]}\t{negative}")
     _write(folder / "bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv", teacher)

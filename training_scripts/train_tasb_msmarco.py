@@ -117,6 +117,10 @@ class MSMarcoArguments(TrainingSettings):
     eval_top_k: int = option(1000, help="passages retrieved per query (R@1K needs 1000)")
     eval_batch_size: int = option(256, help="encoding batch size of the evaluation")
     eval_index: Literal["flat", "hnsw", "ivf"] = option("flat", help="faiss index of the evaluation (flat: exact)")
+    duplicates: Literal["error", "first", "mean"] = option(
+        "error", help="a (query, positive, negative) pair listed twice in the teacher scores: error, or keep the first "
+        "row, or one row with the mean scores"
+    )
     push_to_hub: str | None = option(None, help="upload the trained model to this Hub repository (org/name)")
     dry_run: str | None = option(None, help="with --push-to-hub: write what would be uploaded into this folder instead")
     private: bool = option(False, help="create the Hub repository as private")
@@ -312,6 +316,8 @@ def run(args: MSMarcoArguments) -> dict:
     sets = evaluation_sets(args)  # read first: a bad evaluation file fails the run before training
     with state.main_process_first():  # the main process converts and clusters; the others reuse its files
         corpus, queries, table = load_hub(args) if args.source == "hub" else load_local(args, work)
+        if args.duplicates != "error":
+            table = table.deduplicate(args.duplicates)
         logger.info("teacher table: %s", table.stats())
         clusters = query_clusters(args, queries, table, work / f"clusters-k{args.cluster_k}")
 
