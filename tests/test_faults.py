@@ -145,3 +145,53 @@ def test_a_repeated_pair_is_refused_naming_its_lines_unless_deduplicated(tmp_pat
     assert sorted(mean.data.column("margin").to_pylist()) == [1.0, 3.0]
     with pytest.raises(ValueError, match="keep must be 'first' or 'mean'"):
         table.deduplicate("last")
+
+
+def test_numeric_arguments_are_checked_for_type_as_well_as_range(scifact_parts) -> None:
+    """Guards the public API's numbers: a string, a float where a whole number belongs, NaN or a bool is named with
+    its argument, not accepted or turned into a library error later."""
+    from st_tasb.prepare.mining import mine_candidates
+    from st_tasb.retrieval.search import SearchSettings
+    from st_tasb.training.dataset import build_training_dataset
+    from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
+    from st_tasb.training.settings import TrainingSettings
+
+    dataset = build_training_dataset(scifact_parts.table, scifact_parts.data.queries, scifact_parts.data.corpus)
+    cases = [
+        (lambda: TopicAwareBalancedBatchSampler(dataset, "16", True, topic_aware=False), "batch_size must be an integer"),
+        (lambda: TopicAwareBalancedBatchSampler(dataset, 16, True, n_bins=2.5, topic_aware=False), "n_bins must be an integer"),
+        (lambda: SearchSettings(top_k=True), "top_k must be an integer"),
+        (lambda: mine_candidates(scifact_parts.data, top_k="100"), "top_k must be an integer"),
+        (lambda: QueryClusters.fit_embeddings(np.eye(4, dtype=np.float32), [1, 2, 3, 4], k=2.0), "k must be an integer"),
+        (lambda: TrainingSettings(learning_rate="7e-6"), "learning_rate='7e-6' must be float"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    store = TextStore.from_records([("q", "x"), ("d", "y")])
+    pairs = Dataset.from_dict({"query_id": ["q"], "positive_id": ["d"], "negative_id": ["q"]})
+    teacher = BiEncoderTeacher(cache=(np.ones((2, 2)), np.ones((2, 2))), similarity_fn_name="dot", device="cpu")
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        score_candidates(teacher, pairs, store, store, "unused", scale=float("nan"))
+
+
+def test_the_same_bad_input_gives_the_same_error_from_python_and_the_cli(tmp_path: Path, scifact_dir: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """Guards parity: the CLI's one-line error is the Python error's message, for a malformed run and a bad table."""
+    from st_tasb.data.runs import read_trec_run
+
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d1 one 1.0 t\n")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\t0\td1\t1\n")
+    with pytest.raises(ValueError) as python_error:
+        read_trec_run(run)
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"st-tasb evaluate: error: {python_error.value}"
+    folder = saved_table(tmp_path / "table")
+    (folder / "teacher_score_table.json").write_text("{")
+    with pytest.raises(CorruptFileError) as python_error:
+        TeacherScoreTable.load(folder)
+    assert main(["train", "--table", str(folder), "--data", str(scifact_dir), "--student", "s", "--output",
+                 str(tmp_path / "m"), "--random-batches"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"st-tasb train: error: {python_error.value}"

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from st_tasb.data.checks import check_number
 from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
@@ -228,6 +229,9 @@ class QueryClusters:
         n_queries, dim = matrix.shape
         if len(ids) != n_queries:
             raise ValueError(f"{n_queries} embedding rows but {len(ids)} query ids: they must match one to one")
+        check_number("k", k)
+        check_number("n_iter", n_iter)
+        check_number("seed", seed)
         if not 1 <= k <= n_queries:
             raise ValueError(f"k must be between 1 and the number of queries ({n_queries}), not {k}")
         if n_iter < 1:

@@ -42,6 +42,7 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.beir import BeirData
+from st_tasb.data.checks import check_number
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.search import Hits, IndexConfig, SearchSettings, search
@@ -244,7 +245,11 @@ def _check_settings(
         raise ValueError(f"sources must be distinct names from {NEGATIVE_SOURCES}, not {list(sources)}")
     if "dense" in sources and model is None:
         raise ValueError("dense negatives need a model (a SentenceTransformer)")
-    if top_k < 1 or not 0 <= skip_top < top_k:
+    check_number("top_k", top_k, minimum=1)
+    check_number("skip_top", skip_top, minimum=0)
+    check_number("max_negatives", max_negatives, minimum=1, optional=True)
+    check_number("positive_threshold", positive_threshold, minimum=1)
+    if not skip_top < top_k:
         raise ValueError(f"need top_k >= 1 and 0 <= skip_top < top_k; got top_k={top_k}, skip_top={skip_top}")
     if max_negatives is not None and max_negatives < 1:
         raise ValueError(f"max_negatives must be at least 1 (or None), not {max_negatives}")

@@ -50,6 +50,7 @@ from sentence_transformers.cross_encoder import CrossEncoder
 from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
+from st_tasb.data.checks import check_number
 from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
@@ -163,10 +164,9 @@ def score_candidates(
             a score that is not finite, or ``shard_size`` is below 1.
         UnknownIdError: if an id of ``pairs`` is not in ``queries`` / ``corpus``.
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, not {shard_size}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a positive number, not {scale}")
+    check_number("batch_size", batch_size, minimum=1)
+    check_number("shard_size", shard_size, minimum=1)
+    check_number("scale", scale, integer=False, minimum=0, inclusive=False)
     teacher = as_scorer(teacher, batch_size)
     missing = {"query_id", "positive_id", "negative_id"} - set(pairs.column_names)
     if missing:

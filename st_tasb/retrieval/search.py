@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
+from st_tasb.data.checks import check_number
 from st_tasb.data.models import capped_length
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.runs import Run
@@ -87,10 +88,8 @@ class IndexConfig:
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS}, not {self.kind!r}")
         for name in ("nprobe", "hnsw_m", "ef_search", "ef_construction"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"nlist must be at least 1, not {self.nlist}")
+            check_number(name, getattr(self, name), minimum=1)
+        check_number("nlist", self.nlist, minimum=1, optional=True)
 
     def lists(self, corpus_size: int) -> int:
         """The number of IVF lists used for a corpus of ``corpus_size`` passages."""
@@ -203,10 +202,9 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, not {self.similarity!r}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, not {self.top_k}")
-        if self.corpus_chunk_size < 1:
-            raise ValueError(f"corpus_chunk_size must be at least 1, not {self.corpus_chunk_size}")
+        for name in ("top_k", "batch_size", "corpus_chunk_size"):
+            check_number(name, getattr(self, name), minimum=1)
+        check_number("query_max_length", self.query_max_length, minimum=1, optional=True)
         self.index_config  # noqa: B018 (checks the index kind)
 
     @property

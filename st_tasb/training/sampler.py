@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from st_tasb.data.checks import check_number
 from st_tasb.data.compat import DefaultBatchSampler
 from st_tasb.training.dataset import metadata_columns
 from st_tasb.training.settings import TrainingSettings
@@ -296,6 +297,9 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
         topic_aware: bool = True,
         balanced: bool = True,
     ) -> None:
+        for name, value in (("batch_size", batch_size), ("n_bins", n_bins), ("clusters_per_batch", clusters_per_batch)):
+            check_number(name, value, minimum=1)
+        check_number("seed", seed)
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -304,7 +308,7 @@ class TopicAwareBalancedBatchSampler(DefaultBatchSampler):
             generator=generator,
             seed=seed,
         )
-        if clusters_per_batch < 1 or batch_size % clusters_per_batch:
+        if batch_size % clusters_per_batch:
             raise ValueError(
                 f"batch_size ({batch_size}) must be a positive multiple of clusters_per_batch ({clusters_per_batch})"
             )
