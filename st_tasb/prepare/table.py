@@ -122,7 +122,8 @@ class TeacherScoreTable:
         for name in ("margin", *(c for c in SCORE_COLUMNS if c in columns)):
             if schema.field(name).type != pa.float32():
                 raise ValueError(f"column {name!r} must be float32, not {schema.field(name).type}")
-        self.dataset = dataset if rows(dataset) is dataset.data else Dataset(rows(dataset), fingerprint=generate_random_fingerprint())
+        table = rows(dataset)  # in the dataset's own order; its own table unless a mapping moved rows
+        self.dataset = dataset if table is dataset.data else Dataset(table, fingerprint=generate_random_fingerprint())
         self.source = None if source is None else str(source)
         self.teacher = dict(teacher or {})
 
