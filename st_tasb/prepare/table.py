@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import DataFormatError
+from st_tasb.data.checks import check_number
 from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore, UnknownIdError
@@ -88,6 +89,42 @@ class TableStats:
             f"max {self.pairs_per_query_max}; "
             f"margin min {self.margin_min:.4g} / mean {self.margin_mean:.4g} / max {self.margin_max:.4g}"
         )
+
+
+@dataclass(frozen=True)
+class HardMarginReport:
+    """What :meth:`TeacherScoreTable.drop_small_margins` removed.
+
+    Attributes:
+        min_margin: the threshold: pairs with a teacher margin below it were removed.
+        pairs_before: pairs of the table before.
+        pairs_removed: pairs removed.
+        queries_before: queries of the table before.
+        queries_touched: queries that lost at least one pair.
+        queries_emptied: queries that lost every pair, and so leave training.
+        emptied_examples: up to five ids of those queries.
+    """
+
+    min_margin: float
+    pairs_before: int
+    pairs_removed: int
+    queries_before: int
+    queries_touched: int
+    queries_emptied: int
+    emptied_examples: tuple[Any, ...] = ()
+
+    def __str__(self) -> str:
+        text = (
+            f"min_margin {self.min_margin:g} removed {self.pairs_removed:,} of {self.pairs_before:,} pairs "
+            f"({self.pairs_removed / max(self.pairs_before, 1):.1%}), from {self.queries_touched:,} of "
+            f"{self.queries_before:,} queries"
+        )
+        if self.queries_emptied:
+            text += (
+                f"; {self.queries_emptied:,} queries lost every pair and leave training, e.g. "
+                f"{', '.join(map(repr, self.emptied_examples))}"
+            )
+        return text
 
 
 class TeacherScoreTable:
@@ -494,6 +531,59 @@ class TeacherScoreTable:
         deduplicated = pa.table({name: columns[name] for name in ordered})
         return TeacherScoreTable(Dataset(deduplicated, fingerprint=generate_random_fingerprint()), source=self.source,
                                  teacher=self.teacher)
+
+    def drop_small_margins(self, min_margin: float) -> tuple[TeacherScoreTable, HardMarginReport]:
+        """The table without the pairs whose teacher margin is below ``min_margin``, and what was removed.
+
+        A negative that the teacher scores nearly as high as the positive (or higher) is likely a false negative:
+        a relevant passage without a label. A hard-margin threshold (Wang et al., SIGIR 2023, in their
+        reproduction of TAS-Balanced) leaves such pairs out before the margins are binned. A query whose every
+        pair is removed leaves training; the report counts those queries and names some of them.
+
+        Args:
+            min_margin: the smallest margin kept (pairs with ``margin >= min_margin`` stay).
+
+        Returns:
+            ``(table, report)``: a new table (in memory; :attr:`source` and :attr:`teacher` carry over, line
+            numbers in messages then refer to the new rows) and a :class:`HardMarginReport`.
+
+        Raises:
+            ValueError: for a threshold that is not a finite number, or one that removes every pair (naming
+                the largest margin of the table).
+
+        Example:
+            >>> table = TeacherScoreTable.from_margins([1, 1, 1, 2], [5, 5, 5, 6], [7, 8, 9, 9], [-1.0, 0.5, 3.0, 0.2])
+            >>> kept, report = table.drop_small_margins(1.0)
+            >>> kept.dataset["margin"][:], (report.pairs_removed, report.queries_touched, report.queries_emptied)
+            ([3.0], (3, 2, 1))
+            >>> print(report)
+            min_margin 1 removed 3 of 4 pairs (75.0%), from 2 of 2 queries; 1 queries lost every pair and leave training, e.g. 2
+        """
+        check_number("min_margin", min_margin, integer=False)
+        data = self.dataset.data.table
+        keep = pc.greater_equal(data.column("margin"), pa.scalar(min_margin, pa.float32()))
+        kept = data.filter(keep)
+        if kept.num_rows == 0:
+            largest = pc.max(data.column("margin")).as_py()
+            raise ValueError(
+                f"min_margin={min_margin:g} removes every pair of the table (its largest margin is {largest:.4g}); "
+                "choose a threshold from the margin distribution (TeacherScoreTable.stats())"
+            )
+        queries_before = pc.unique(data.column("query_id"))
+        touched = pc.unique(data.filter(pc.invert(keep)).column("query_id"))
+        emptied = pc.filter(queries_before, pc.invert(pc.is_in(queries_before, kept.column("query_id").unique())))
+        report = HardMarginReport(
+            min_margin=float(min_margin),
+            pairs_before=data.num_rows,
+            pairs_removed=data.num_rows - kept.num_rows,
+            queries_before=len(queries_before),
+            queries_touched=len(touched),
+            queries_emptied=len(emptied),
+            emptied_examples=tuple(emptied[:_MAX_EXAMPLES].to_pylist()),
+        )
+        table = TeacherScoreTable(Dataset(kept, fingerprint=generate_random_fingerprint()), source=self.source,
+                                  teacher=self.teacher)
+        return table, report
 
     def where(self, row: int) -> str:
         """Where row ``row`` came from: ``file:line`` of the TSV it was read from, else ``row N``."""

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,11 @@ class TrainingSettings:
         default=True,
         metadata={"help": "each query's pair drawn evenly over its margin bins; off (--uniform-pairs, the ablation): uniformly"},
     )
+    min_margin: float | None = field(
+        default=None,
+        metadata={"help": "hard margin: leave out pairs whose teacher margin is below this before binning (likely false "
+                          "negatives; Wang et al. 2023); the removed pairs and queries are logged and put in the card"},
+    )
     seed: int = field(
         default=42,
         metadata={"help": "random seed of the model initialisation and of the batch sampler"},
@@ -122,6 +128,7 @@ class TrainingSettings:
             "warmup": self.warmup >= 0,
             "weight_decay": self.weight_decay >= 0,
             "alpha": self.alpha >= 0,
+            "min_margin": self.min_margin is None or math.isfinite(self.min_margin),
             "n_bins": self.n_bins >= 1,
             "clusters_per_batch": self.clusters_per_batch >= 1,
             "gradcache_mini_batch_size": self.gradcache_mini_batch_size is None or self.gradcache_mini_batch_size >= 1,

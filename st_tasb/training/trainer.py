@@ -3,7 +3,7 @@
 :func:`train` takes a student, a teacher score table, the query and passage texts, the query clusters
 and an in-batch teacher, and runs the Trainer with
 
-- the training dataset of the table (:meth:`~st_tasb.prepare.table.TeacherScoreTable.training_dataset`, with
+- the training dataset of the table (:func:`~st_tasb.training.dataset.build_training_dataset`, with
   row indices so that cached and precomputed in-batch teachers can look their scores up);
 - ``batch_sampler=functools.partial(TopicAwareBalancedBatchSampler, n_bins=..., clusters_per_batch=...,
   topic_aware=..., balanced=...)``;
@@ -47,7 +47,7 @@ from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
-from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.prepare.table import HardMarginReport, TeacherScoreTable
 from st_tasb.teachers import (
     BiEncoderTeacher,
     ColBERTTeacher,
@@ -238,6 +238,10 @@ def train(
     output_dir = Path(output_dir)
     if clusters is None and settings.topic_aware:
         raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or turn topic_aware off")
+    hard_margin = None
+    if settings.min_margin is not None:
+        table, hard_margin = table.drop_small_margins(settings.min_margin)
+        (logger.warning if hard_margin.queries_emptied else logger.info)("hard margin: %s", hard_margin)
     dataset = build_training_dataset(table, queries, corpus, clusters if settings.topic_aware else None, with_indices=True)
     loss = _loss(student, inbatch_teacher, settings)
 
@@ -261,7 +265,7 @@ def train(
         _record_settings(output_dir / CHECKPOINTS_DIR, settings)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 
-    card = _card(card, settings, table, dataset, clusters, inbatch_teacher, trainer.state.global_step)
+    card = _card(card, settings, table, hard_margin, clusters, inbatch_teacher, trainer.state.global_step)
     card.settings.update(
         world_size=trainer.args.world_size, global_batch_size=_global_batch(trainer.args),
         epochs_trained=round(float(trainer.state.epoch or 0), 4),
@@ -439,7 +443,7 @@ def _card(
     card: TASBModelCard | None,
     settings: TrainingSettings,
     table: TeacherScoreTable,
-    dataset: Any,
+    hard_margin: HardMarginReport | None,
     clusters: QueryClusters | None,
     teacher: InBatchTeacher | None,
     steps: int,
@@ -464,6 +468,8 @@ def _card(
     }
     n_queries = table.num_queries
     card.data = {**card.data, "training pairs": len(table), "training queries": n_queries}
+    if hard_margin is not None:
+        card.data["hard margin"] = str(hard_margin)
     return card
 
 

@@ -1,0 +1,141 @@
+"""Comparing training variants run with several seeds: per-seed figures, mean ± sd, and paired significance tests.
+
+Used by the ablation scripts. For each variant against the reference variant:
+
+- the paired difference of dev nDCG@10 over the seeds, with a paired t-test over the seeds (scipy);
+- a paired test over queries (ranx ``compare``: Fisher's randomization test on the TREC runs, every seed's run
+  of a query a separate pair), per seed and pooled over the seeds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from ranx import Qrels as RanxQrels
+from ranx import Run as RanxRun
+from ranx import compare
+from scipy import stats
+
+from st_tasb.data.runs import read_trec_run
+
+METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
+
+
+@dataclass
+class SeededRuns:
+    """The dev results of every variant and seed.
+
+    Attributes:
+        metrics: variant -> seed -> dev metrics of the trained model.
+        run_files: variant -> seed -> its TREC run on the dev queries.
+    """
+
+    metrics: dict[str, dict[int, dict[str, float]]]
+    run_files: dict[str, dict[int, Path]]
+
+    def add(self, variant: str, seed: int, metrics: dict[str, float], run_file: Path) -> None:
+        self.metrics.setdefault(variant, {})[seed] = metrics
+        self.run_files.setdefault(variant, {})[seed] = run_file
+
+    def complete_seeds(self, seeds: list[int]) -> list[int]:
+        """The seeds that every variant has finished."""
+        return [s for s in seeds if all(s in by_seed for by_seed in self.metrics.values())]
+
+
+def summarise(
+    runs: SeededRuns, seeds: list[int], reference: str, qrels: Mapping[str, Mapping[str, int]], heading: str,
+    fixed: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict:
+    """Print and return the per-seed figures, means, paired differences and significance tests.
+
+    Args:
+        runs: the results.
+        seeds: the seeds to report (every variant must have them).
+        reference: the variant the others are compared with.
+        qrels: the judgments of the dev queries.
+        heading: the first printed line (what was run).
+        fixed: rows printed above the variants (e.g. the untrained student and the teacher).
+    """
+    print(f"\n{heading}; {len(seeds)} seeds (mean ± sd)")
+    print(f"{'variant':<22}" + "".join(f"{m:>18}" for m in METRICS) + "   ndcg@10 per seed")
+    for name, values in (fixed or {}).items():
+        print(f"{name:<22}" + "".join(f"{values[m]:>18.4f}" for m in METRICS))
+    summary = {}
+    for variant, by_seed in runs.metrics.items():
+        values = [by_seed[s] for s in seeds]
+        summary[variant] = {m: {"mean": statistics.mean(v[m] for v in values), "sd": _sd([v[m] for v in values])}
+                            for m in METRICS}
+        print(f"{variant:<22}" + "".join(f"{summary[variant][m]['mean']:>10.4f} ± {summary[variant][m]['sd']:.4f}"
+                                         for m in METRICS) + "   " + " / ".join(f"{v['ndcg@10']:.4f}" for v in values))
+    tests = {}
+    for variant in runs.metrics:
+        if variant == reference:
+            continue
+        tests[variant] = t = paired_tests(runs, reference, variant, seeds, qrels)
+        print(f"\n{variant} - {reference}: nDCG@10 difference {t['mean_difference']:+.4f} "
+              f"(sd {t['sd_difference']:.4f} over seeds; per seed {' / '.join(f'{d:+.4f}' for d in t['per_seed'])})")
+        print(f"  paired t-test over {len(seeds)} seeds: p = {t['seeds_t_test_p']:.3g}")
+        print(f"  Fisher randomization over queries (ranx), pooled over seeds: p = {t['queries_pooled_p']:.3g}; "
+              f"per seed: {' / '.join(f'{p:.3g}' for p in t['queries_per_seed_p'])}")
+    return {
+        "seeds": seeds,
+        "reference": reference,
+        "fixed": dict(fixed or {}),
+        "runs": {v: {str(s): by_seed[s] for s in seeds} for v, by_seed in runs.metrics.items()},
+        "summary": summary,
+        "tests": tests,
+    }
+
+
+def paired_tests(
+    runs: SeededRuns, reference: str, variant: str, seeds: list[int], qrels: Mapping[str, Mapping[str, int]]
+) -> dict:
+    """Paired differences of ``variant`` against ``reference`` over seeds (t-test) and over queries (ranx)."""
+    ours = [runs.metrics[variant][s]["ndcg@10"] for s in seeds]
+    theirs = [runs.metrics[reference][s]["ndcg@10"] for s in seeds]
+    differences = [a - b for a, b in zip(ours, theirs)]
+    seed_test = stats.ttest_rel(ours, theirs)
+    trec = {name: {s: read_trec_run(runs.run_files[name][s]) for s in seeds} for name in (reference, variant)}
+    dev_queries = set(trec[reference][seeds[0]])
+    dev_qrels = {q: dict(docs) for q, docs in qrels.items() if q in dev_queries}
+
+    def fisher_p(pick: list[int]) -> float:
+        pooled_qrels = RanxQrels({f"{s}:{q}": docs for s in pick for q, docs in dev_qrels.items()})
+        pooled = [RanxRun({f"{s}:{q}": docs for s in pick for q, docs in trec[name][s].items()}, name=name)
+                  for name in (reference, variant)]
+        report = compare(pooled_qrels, pooled, metrics=["ndcg@10"], stat_test="fisher", n_permutations=10_000,
+                         max_p=0.05, random_seed=0)
+        return float(report.comparisons[reference, variant]["ndcg@10"]["p_value"])
+
+    return {
+        "per_seed": differences,
+        "mean_difference": statistics.mean(differences),
+        "sd_difference": _sd(differences),
+        "seeds_t_test_p": float(seed_test.pvalue),
+        "queries_pooled_p": fisher_p(seeds),
+        "queries_per_seed_p": [fisher_p([s]) for s in seeds],
+    }
+
+
+def plot(runs: SeededRuns, seeds: list[int], path: Path, title: str) -> None:
+    """Dev nDCG@10 of every run: one column per variant, one marker per seed, the mean as a bar."""
+    figure = Figure(figsize=(max(7, 1.8 * len(runs.metrics)), 4), layout="constrained")
+    axes = figure.subplots()
+    for x, by_seed in enumerate(runs.metrics.values()):
+        values = [by_seed[s]["ndcg@10"] for s in seeds]
+        axes.bar(x, np.mean(values), color="lightgray", width=0.6)
+        axes.scatter(np.full(len(values), x), values, color="tab:blue", zorder=3)
+    axes.set_xticks(range(len(runs.metrics)), list(runs.metrics))
+    axes.set(ylabel="dev nDCG@10", title=title)
+    low = min(by_seed[s]["ndcg@10"] for by_seed in runs.metrics.values() for s in seeds)
+    axes.set_ylim(max(0.0, low - 0.05), None)
+    figure.savefig(path, dpi=120)
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
