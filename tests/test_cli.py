@@ -169,6 +169,8 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     assert OptionParser(train_arguments).parse([*required, "--random-batches"]).topic_aware is False
     assert OptionParser(train_arguments).parse([*required, "--no-balanced"]).balanced is False
     assert OptionParser(train_arguments).parse([*required, "--uniform-pairs"]).balanced is False
+    assert OptionParser(train_arguments).parse(required).min_margin is None
+    assert OptionParser(train_arguments).parse([*required, "--min-margin", "-0.5"]).min_margin == -0.5
 
 
 def test_boolean_and_list_options_parse() -> None:

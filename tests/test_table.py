@@ -439,3 +439,30 @@ def test_validate_names_missing_ids_with_file_and_line(toy: ToyTriples, toy_tsv:
     first_negative = f"{dropped_passage} ({toy_tsv}:{negative_lines[0]})"
     assert f"{len(negative_lines)} negative_id(s) not in corpus, e.g. {first_negative}" in message
     table.validate(toy.queries, toy.corpus)
+
+
+def test_hard_margin_counts_pairs_and_queries_by_hand() -> None:
+    """Guards drop_small_margins against a hand count: margins below the threshold go, the threshold itself
+    stays; query 1 loses 2 of 3 pairs, query 2 all of its 2 (it leaves training, and is named), query 3 none."""
+    table = TeacherScoreTable.from_margins(
+        [1, 1, 1, 2, 2, 3], [10, 10, 11, 20, 20, 30], [12, 13, 14, 21, 22, 31], [-0.5, 0.99, 1.0, 0.2, -3.0, 4.0]
+    )
+    kept, report = table.drop_small_margins(1.0)
+    assert kept.dataset["query_id"][:] == [1, 3] and kept.dataset["margin"][:] == [1.0, 4.0]
+    assert (report.pairs_before, report.pairs_removed, report.queries_before) == (6, 4, 3)
+    assert (report.queries_touched, report.queries_emptied, report.emptied_examples) == (2, 1, (2,))
+    assert "removed 4 of 6 pairs (66.7%), from 2 of 3 queries; 1 queries lost every pair" in str(report)
+    unchanged, none = table.drop_small_margins(-5.0)
+    assert len(unchanged) == 6 and none.pairs_removed == 0 and "lost every pair" not in str(none)
+
+
+@pytest.mark.parametrize(("threshold", "message"), [
+    (4.5, r"min_margin=4.5 removes every pair of the table \(its largest margin is 4\)"),
+    (float("nan"), "min_margin must be a finite number"),
+    ("1", "min_margin must be a number"),
+])
+def test_hard_margin_refuses_a_threshold_that_empties_the_table_or_is_no_number(threshold, message: str) -> None:
+    """Guards bad thresholds: one above every margin, NaN and a string each say what is wrong."""
+    table = TeacherScoreTable.from_margins([1, 2], [10, 20], [11, 21], [1.0, 4.0])
+    with pytest.raises(ValueError, match=message):
+        table.drop_small_margins(threshold)

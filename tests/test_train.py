@@ -122,6 +122,29 @@ def test_ablation_switches_reach_the_sampler(parts: Parts, small_student: Senten
     assert card["teachers"]["in-batch"].startswith("none")
 
 
+def test_min_margin_leaves_out_small_margins_and_says_so(parts: Parts, small_student: SentenceTransformer,
+                                                         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Guards the hard margin in training: pairs below min_margin never reach the sampler (its dataset has only
+    the kept pairs), the removed pairs and emptied queries are logged as a warning, and the card records the
+    threshold and the counts."""
+    margins = np.asarray(parts.table.dataset["margin"])
+    threshold = float(np.quantile(margins, 0.9))  # removes 90 % of the pairs: some queries lose all of theirs
+    kept, report = parts.table.drop_small_margins(threshold)
+    assert report.queries_emptied > 0
+    recorder = RecordSampler()
+    with caplog.at_level("WARNING", logger="st_tasb.training.trainer"):
+        result = train(small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model",
+                       clusters=parts.clusters, settings=settings(min_margin=threshold, max_steps=1),
+                       callbacks=[recorder], local_files_only=True)
+    assert len(recorder.sampler.index.query_start) == kept.num_queries
+    assert recorder.sampler.index.query_length.sum() == len(kept) == report.pairs_before - report.pairs_removed
+    assert "lost every pair and leave training" in caplog.text and str(report) in caplog.text
+    card = json.loads((result.model_dir / "tas_balanced.json").read_text())
+    assert card["settings"]["min_margin"] == threshold and card["data"]["hard margin"] == str(report)
+    assert card["data"]["training pairs"] == len(kept)
+    assert "hard margin (pairs with a smaller teacher margin left out)" in (result.model_dir / "README.md").read_text()
+
+
 def test_gradcache_gives_the_same_first_step_loss(parts: Parts, small_student_path: str, tmp_path: Path) -> None:
     """Guards the GradCache option: the cached loss is used and, on the same first batch of the same model (dropout
     off), its pairwise and in-batch components equal those of the plain loss."""
@@ -192,6 +215,8 @@ def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_st
         ({"n_bins": 0}, "n_bins=0"),
         ({"fp16": True, "bf16": True}, "one of fp16 and bf16"),
         ({"max_steps": 0}, "max_steps=0"),
+        ({"min_margin": float("inf")}, "min_margin=inf is out of range"),
+        ({"min_margin": "0.5"}, "min_margin='0.5' must be float"),
     ],
 )
 def test_invalid_settings_are_named(overrides: dict, message: str) -> None:

@@ -128,7 +128,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         else:
             unit_cluster = np.full(len(table), -1, dtype=np.int64)
         self._set_units(unit_cluster, "rows", tier=_occurrence(self.row_texts[:, self.text_columns.index(self.anchor_column)]))
-        self._check_spreadable()
+        self._check_spreadable(table)
 
     @staticmethod
     def cluster_anchors(
@@ -165,7 +165,8 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         the same cluster from a later batch (any row that fits when none does).
         """
         batches = self._epoch_units(epoch).copy()
-        _separate_duplicates(batches, self.row_texts, self.unit_cluster)
+        fillers = (-len(self.unit_cluster)) % self.batch_size if len(batches) * self.batch_size > len(self.unit_cluster) else 0
+        _separate_duplicates(batches, self.row_texts, self.unit_cluster, fillers)
         return batches
 
     def composition(self, epoch: int | None = None) -> BatchComposition:
@@ -175,7 +176,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.epoch_batches().tolist()
 
-    def _check_spreadable(self) -> None:
+    def _check_spreadable(self, table: Any) -> None:
         """Refuse a dataset where some text is in more rows than there are batches."""
         per_row = np.sort(self.row_texts, axis=1)
         distinct = np.ones(per_row.shape, dtype=bool)
@@ -186,13 +187,10 @@ class TopicAwareBatchSampler(TopicBatchSampler):
             code = codes[np.argmax(counts)]
             row, column = np.argwhere(self.row_texts == code)[0]
             raise ValueError(
-                f"the text {self._text(row, column)!r} (column {self.text_columns[column]!r}, row {row}) is in "
+                f"the text {table.column(self.text_columns[column])[int(row)].as_py()!r} (column {self.text_columns[column]!r}, row {row}) is in "
                 f"{counts.max()} rows, more than the {n_batches} batches of an epoch: it cannot be kept to one "
                 "row per batch; remove repeats or lower the batch size"
             )
-
-    def _text(self, row: int, column: int) -> str:
-        return str(self.dataset[int(row)][self.text_columns[column]])
 
 
 def _anchor_column(dataset: Dataset, anchor_column: str | None) -> str:
@@ -255,13 +253,15 @@ def _occurrence(codes: np.ndarray) -> np.ndarray:
     return tier
 
 
-def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster: np.ndarray) -> None:
+def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster: np.ndarray, fillers: int = 0) -> None:
     """Swap rows, in place, until no text is twice in a batch; partners of the same cluster come first.
 
-    Each batch is read in order; a row with a text of an earlier row of its batch is exchanged with a row of a
-    later batch, of the row's own cluster if one fits (so both batches keep their clusters), else with any
-    row of another batch that fits. A partner fits when none of its texts is among the batch's earlier rows
-    and none of the row's texts is in the partner's batch (without the partner).
+    Each batch is read in order. A row with a text of an earlier row of its batch is exchanged with a partner
+    that fits: first a row of its own cluster (so the batches keep their clusters) that the epoch leaves out,
+    then one in a later batch, then in an earlier one; failing all, any row in that order. A partner fits when
+    none of its texts is among the batch's earlier rows and, if it is in a batch, none of the row's texts is
+    in that batch (without the partner). The last ``fillers`` rows of the last batch top it up (they are also
+    elsewhere in the epoch): one that collides is replaced by the first row of the epoch that fits.
 
     Raises:
         ValueError: when a row has no partner anywhere (a dataset too repetitive for its batch size).
@@ -271,44 +271,56 @@ def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster
     dirty = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
     if not len(dirty):
         return
-    flat = batches.reshape(-1)  # a view: swaps write through
-    position_cluster = row_cluster[flat]
-    by_cluster = np.argsort(position_cluster, kind="stable")  # positions grouped by cluster, in batch order
-    cluster_start = np.searchsorted(position_cluster[by_cluster], position_cluster)
-    cluster_end = np.searchsorted(position_cluster[by_cluster], position_cluster, side="right")
+    flat = batches.reshape(-1)  # a view: the result is written through it
+    in_batches = len(flat)
+    slots = np.concatenate((flat, np.setdiff1d(np.arange(len(row_texts)), flat)))  # then the rows left out
+    slot_cluster = row_cluster[slots]
+    by_cluster = np.argsort(slot_cluster, kind="stable")  # slots grouped by cluster, in epoch order
+    cluster_start = np.searchsorted(slot_cluster[by_cluster], slot_cluster)
+    cluster_end = np.searchsorted(slot_cluster[by_cluster], slot_cluster, side="right")
+    everything = np.arange(len(slots))
 
-    def texts_of(positions: range | np.ndarray) -> Counter:
-        return Counter(row_texts[flat[positions]].ravel().tolist())
+    def texts(row: int) -> set[int]:
+        return set(row_texts[row].tolist())
 
     def fits(row: int, partner: int, earlier: Counter) -> bool:
-        partner_texts = set(row_texts[flat[partner]].tolist())
+        partner_texts = texts(slots[partner])
         if any(earlier[t] for t in partner_texts):
             return False
+        if partner >= in_batches:  # a row left out of the epoch: no batch to keep clean
+            return True
         batch = partner // size
-        others = texts_of(range(batch * size, (batch + 1) * size))
+        others = Counter(row_texts[slots[batch * size : (batch + 1) * size]].ravel().tolist())
         others.subtract(partner_texts)
-        return not any(others[t] > 0 for t in set(row_texts[row].tolist()))
+        return not any(others[t] > 0 for t in texts(row))
 
-    def candidates(position: int, k: int):
-        group = by_cluster[cluster_start[position] : cluster_end[position]]
-        yield from group[group >= (k + 1) * size]  # the same cluster, later batches
-        n = len(flat)
-        for offset in range(size, n):  # then any row of another batch, later ones first
-            other = ((k + 1) * size + offset - size) % n
-            if other // size != k:
-                yield other
+    def in_order(group: np.ndarray, k: int) -> Iterator[int]:
+        """Left-out slots, then later batches, then earlier ones (never batch k)."""
+        yield from group[group >= in_batches]
+        yield from group[(group >= (k + 1) * size) & (group < in_batches)]
+        yield from group[group < k * size]
 
+    first_filler = in_batches - fillers
     for k in dirty.tolist():
         earlier: Counter = Counter()
         for position in range(k * size, (k + 1) * size):
-            row = int(flat[position])
-            if any(earlier[t] for t in set(row_texts[row].tolist())):
-                partner = next((int(p) for p in candidates(position, k) if fits(row, int(p), earlier)), None)
-                if partner is None:
-                    raise ValueError(
-                        f"row {row} repeats a text of its batch and no other batch can take it: the dataset "
-                        "repeats texts too often for this batch size"
-                    )
-                flat[position], flat[partner] = flat[partner], flat[position]
-                row = int(flat[position])
-            earlier.update(set(row_texts[row].tolist()))
+            row = int(slots[position])
+            if any(earlier[t] for t in texts(row)):
+                if position >= first_filler:
+                    row = next((int(r) for r in slots[:first_filler] if not any(earlier[t] for t in texts(r))), -1)
+                    if row < 0:
+                        raise ValueError("no row of the epoch can top up its last batch without repeating a text")
+                    slots[position] = row
+                else:
+                    same_cluster = by_cluster[cluster_start[position] : cluster_end[position]]
+                    options = (*in_order(same_cluster, k), *in_order(everything, k))
+                    partner = next((p for p in options if fits(row, int(p), earlier)), None)
+                    if partner is None:
+                        raise ValueError(
+                            f"row {row} repeats a text of its batch and no other batch can take it: the dataset "
+                            "repeats texts too often for this batch size"
+                        )
+                    slots[position], slots[partner] = slots[partner], slots[position]
+                    row = int(slots[position])
+            earlier.update(texts(row))
+    flat[:] = slots[:in_batches]
