@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-BENCHMARKS = ("table_index", "tsv_load", "epoch", "clustering", "training_step", "evaluation")
+BENCHMARKS = ("table_index", "tsv_load", "epoch", "anchor_sampler", "clustering", "training_step", "evaluation")
 """The benchmarks, ``bench_<name>.py``, in the order they run (real scale: their defaults)."""
 
 QUICK = {
@@ -27,6 +27,7 @@ QUICK = {
     "tsv_load": ["--pairs", "1e6", "--queries", "1e4", "--passages", "1e5", "--clusters", "50",
                  "--baseline-lines", "2e5"],
     "epoch": ["--pairs", "1e6", "--queries", "1e4", "--passages", "1e5", "--clusters", "50"],
+    "anchor_sampler": ["--anchors", "2e4", "--clusters", "100"],
     "clustering": ["--queries", "2e4", "--dim", "64", "--clusters", "100"],
     "training_step": ["--warmup", "1", "--steps", "2"],
     "evaluation": ["--max-docs", "300", "--max-seq-length", "128"],

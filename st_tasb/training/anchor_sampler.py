@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -313,7 +314,7 @@ def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster
                     slots[position] = row
                 else:
                     same_cluster = by_cluster[cluster_start[position] : cluster_end[position]]
-                    options = (*in_order(same_cluster, k), *in_order(everything, k))
+                    options = itertools.chain(in_order(same_cluster, k), in_order(everything, k))
                     partner = next((p for p in options if fits(row, int(p), earlier)), None)
                     if partner is None:
                         raise ValueError(
