@@ -128,7 +128,8 @@ def train_and_evaluate(
     arguments = SentenceTransformerTrainingArguments(
         output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=settings.batch_size,
         learning_rate=settings.learning_rate, max_steps=settings.max_steps, lr_scheduler_type=settings.lr_scheduler,
-        warmup_steps=settings.warmup if settings.warmup < 1 else int(settings.warmup), seed=seed, data_seed=seed, batch_sampler=sampler, dataloader_drop_last=True,
+        warmup_steps=settings.warmup if settings.warmup < 1 else int(settings.warmup), seed=seed, data_seed=seed,
+        batch_sampler=sampler, dataloader_drop_last=True,
         logging_steps=10, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
     )
     trainer = SentenceTransformerTrainer(model=student, args=arguments, train_dataset=pairs,
@@ -140,7 +141,8 @@ def train_and_evaluate(
     dev = evaluate_model(student, inputs.dev_data, run_path=run_dir / "dev-run.trec", similarity="cosine",
                          show_progress_bar=False)
     metrics = {
-        "variant": variant, "seed": seed, "rows": len(pairs), "config": json.loads(json.dumps(dataclasses.asdict(config))),
+        "variant": variant, "seed": seed, "rows": len(pairs),
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
         "dev": dev, "loss_first": losses[0], "loss_last": losses[-1], "losses": losses,
         "batch_composition": composition, "seconds": round(time.perf_counter() - start, 1),
     }

@@ -128,7 +128,8 @@ class TopicAwareBatchSampler(TopicBatchSampler):
             unit_cluster = _anchor_clusters(anchors, clusters, self.anchor_column)
         else:
             unit_cluster = np.full(len(table), -1, dtype=np.int64)
-        self._set_units(unit_cluster, "rows", tier=_occurrence(self.row_texts[:, self.text_columns.index(self.anchor_column)]))
+        anchor_texts = self.row_texts[:, self.text_columns.index(self.anchor_column)]
+        self._set_units(unit_cluster, "rows", tier=_occurrence(anchor_texts))
         self._check_spreadable(table)
 
     @staticmethod
@@ -163,10 +164,12 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         """The rows of every batch of ``epoch`` (default: the current one), shape ``[len(self), batch_size]``.
 
         The topic-aware composition, then every row whose text is already in its batch swapped with a row of
-        the same cluster from a later batch (any row that fits when none does).
+        its own cluster that fits (one the epoch leaves out, else one in another batch), or any row that fits
+        when none does.
         """
         batches = self._epoch_units(epoch).copy()
-        fillers = (-len(self.unit_cluster)) % self.batch_size if len(batches) * self.batch_size > len(self.unit_cluster) else 0
+        n_rows = len(self.unit_cluster)
+        fillers = batches.size - n_rows if batches.size > n_rows else 0  # the top-up of the last batch
         _separate_duplicates(batches, self.row_texts, self.unit_cluster, fillers)
         return batches
 
@@ -187,8 +190,9 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         if counts.max() > n_batches:
             code = codes[np.argmax(counts)]
             row, column = np.argwhere(self.row_texts == code)[0]
+            name = self.text_columns[column]
             raise ValueError(
-                f"the text {table.column(self.text_columns[column])[int(row)].as_py()!r} (column {self.text_columns[column]!r}, row {row}) is in "
+                f"the text {table.column(name)[int(row)].as_py()!r} (column {name!r}, row {row}) is in "
                 f"{counts.max()} rows, more than the {n_batches} batches of an epoch: it cannot be kept to one "
                 "row per batch; remove repeats or lower the batch size"
             )
