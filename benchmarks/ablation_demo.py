@@ -54,6 +54,9 @@ def main() -> None:
                         help="hard-margin variants of TAS-Balanced: thresholds, numbers or pN (N-th percentile of margins)")
     parser.add_argument("--quick", action="store_true", help="start from the quick demo settings")
     parser.add_argument("--max-steps", type=int, help="training steps of every run (default: the demo's)")
+    parser.add_argument("--reference-runs", metavar="DIR",
+                        help="take TAS-Balanced runs missing from OUTPUT from this earlier ablation's output folder "
+                        "(DIR/tas-balanced/seedN), as they are; the report names every run so taken")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the seeds whose runs of every variant are finished")
     args = parser.parse_args()
@@ -68,11 +71,18 @@ def main() -> None:
         for spec, value in thresholds.items():
             configs[f"min-margin-{spec}"] = base.with_training(**VARIANTS[REFERENCE], min_margin=value)
     runs = SeededRuns({}, {})
-    fixed = {}
+    fixed, reused = {}, []
     for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
         for variant, config in configs.items():
             run_dir = output / variant / f"seed{seed}"
             metrics = _finished_run(run_dir, config, seed)
+            if metrics is None and variant == REFERENCE and args.reference_runs:
+                earlier = Path(args.reference_runs) / variant / f"seed{seed}"
+                metrics = _earlier_run(earlier, seed)
+                if metrics is not None:
+                    run_dir = earlier
+                    reused.append(str(earlier))
+                    print(f"{variant} seed {seed}: taken from {earlier}")
             if metrics is None and args.report_only:
                 continue
             if metrics is None:
@@ -90,6 +100,7 @@ def main() -> None:
     heading = f"dev split, {base.training.max_steps} steps of batch {base.training.batch_size}"
     record = summarise(runs, seeds, REFERENCE, load_beir(args.data, "train").qrels, heading, fixed)
     record["configs"] = {variant: dataclasses.asdict(config) for variant, config in configs.items()}
+    record["reference_runs_taken_from_earlier_ablation"] = reused
     (output / "ablation.json").write_text(json.dumps(record, indent=2) + "\n")
     plot(runs, seeds, output / "ablation.png", "demo ablation: every seed (dots) and the mean (bars)")
 
@@ -109,6 +120,16 @@ def margin_thresholds(data: str, config: DemoConfig, work_dir: Path, specs: list
         thresholds[spec] = round(value, 4)
         print(f"  {spec}: {table.drop_small_margins(thresholds[spec])[1]}")
     return thresholds
+
+
+def _earlier_run(run_dir: Path, seed: int) -> dict | None:
+    """The metrics of a finished run of ``seed`` in an earlier ablation's folder (its settings are not compared:
+    the caller vouches that they are the reference's), or None."""
+    path = run_dir / "metrics.json"
+    if not path.is_file() or not (run_dir / "runs" / "dev-student-after.trec").is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("seed") == seed else None
 
 
 def _finished_run(run_dir: Path, config: DemoConfig, seed: int) -> dict | None:
