@@ -27,19 +27,28 @@ def rows(dataset: Dataset) -> Table:
 
 
 def _same_memory(a: pa.Table, b: pa.Table) -> bool:
-    """Whether ``a`` holds ``b``'s rows without a copy: as many rows, in no buffer that ``b`` does not hold.
+    """Whether ``a`` holds ``b``'s rows without a copy: as many rows, and its first and last rows in ``b``'s buffers.
 
     A slice or re-chunking of ``b`` (what ``datasets`` returns without an indices mapping) reuses ``b``'s buffers;
-    rows gathered through a mapping are in new ones. Nothing is read but the buffers' addresses.
+    rows gathered through a mapping are in new ones. Only the buffers of each column's first and last chunk are
+    compared (a table can have thousands of chunks), and nothing is read but their addresses.
     """
+    if a.num_rows != b.num_rows:
+        return False
+    if a.num_rows == 0:
+        return True
 
-    def addresses(table: pa.Table) -> set[int]:
-        return {
-            buffer.address
-            for column in table.columns
-            for chunk in column.chunks
+    def inside(chunk: pa.Array, host: pa.Array) -> bool:
+        spans = [(buffer.address, buffer.address + buffer.size) for buffer in host.buffers() if buffer is not None]
+        return all(
+            any(start <= buffer.address < end or buffer.address == start for start, end in spans)
             for buffer in chunk.buffers()
-            if buffer is not None
-        }
+            if buffer is not None and buffer.size
+        )
 
-    return a.num_rows == b.num_rows and addresses(a) <= addresses(b)
+    for column_a, column_b in zip(a.columns, b.columns):
+        chunks_a = [chunk for chunk in column_a.chunks if len(chunk)]
+        chunks_b = [chunk for chunk in column_b.chunks if len(chunk)]
+        if not (inside(chunks_a[0], chunks_b[0]) and inside(chunks_a[-1], chunks_b[-1])):
+            return False
+    return True
