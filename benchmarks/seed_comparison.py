@@ -9,10 +9,13 @@ Used by the ablation scripts. For each variant against the reference variant:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -45,6 +48,19 @@ class SeededRuns:
     def complete_seeds(self, seeds: list[int]) -> list[int]:
         """The seeds that every variant has finished."""
         return [s for s in seeds if all(s in by_seed for by_seed in self.metrics.values())]
+
+
+def finished_run(run_dir: Path, seed: int, config: Any = None, **recorded: Any) -> dict | None:
+    """The ``metrics.json`` of an earlier run in ``run_dir`` with this ``seed``, the settings of ``config`` (a
+    dataclass, compared as JSON; ``None``: not compared) and the ``recorded`` values, or None."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    wanted = {"seed": seed, **recorded}
+    if config is not None:
+        wanted["config"] = json.loads(json.dumps(dataclasses.asdict(config)))  # as JSON holds it (tuples as lists)
+    return metrics if all(metrics.get(key) == value for key, value in wanted.items()) else None
 
 
 def summarise(
