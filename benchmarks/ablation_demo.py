@@ -29,9 +29,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from seed_comparison import SeededRuns, finished_run, plot, summarise
+from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.demo_pipeline import DemoConfig, prepare_demo, run_demo
+from st_tasb.cli.demo_pipeline import RECIPES, DemoConfig, prepare_demo
 from st_tasb.data.beir import load_beir
 
 VARIANTS = {
@@ -52,6 +52,8 @@ def main() -> None:
                         default=["tas-balanced", "random-batches", "uniform-pairs"], help="variants to run")
     parser.add_argument("--min-margins", nargs="*", default=[],
                         help="hard-margin variants of TAS-Balanced: thresholds, numbers or pN (N-th percentile of margins)")
+    parser.add_argument("--recipe", choices=list(RECIPES), help="the recipe whose components are ablated (default: "
+                        "the demo's)")
     parser.add_argument("--quick", action="store_true", help="start from the quick demo settings")
     parser.add_argument("--max-steps", type=int, help="training steps of every run (default: the demo's)")
     parser.add_argument("--reference-runs", metavar="DIR",
@@ -62,6 +64,8 @@ def main() -> None:
     args = parser.parse_args()
 
     base = DemoConfig.quick() if args.quick else DemoConfig()
+    if args.recipe:
+        base = base.with_recipe(args.recipe)
     if args.max_steps:
         base = base.with_training(max_steps=args.max_steps)
     output = Path(args.output)
@@ -70,29 +74,9 @@ def main() -> None:
         thresholds = margin_thresholds(args.data, base, output / "work", args.min_margins)
         for spec, value in thresholds.items():
             configs[f"min-margin-{spec}"] = base.with_training(**VARIANTS[REFERENCE], min_margin=value)
-    runs = SeededRuns({}, {})
-    fixed, reused = {}, []
-    for seed in args.seeds:  # seeds outermost: a partial run already compares every variant
-        for variant, config in configs.items():
-            run_dir = output / variant / f"seed{seed}"
-            metrics = finished_run(run_dir, seed, config)
-            if metrics is None and variant == REFERENCE and args.reference_runs:
-                earlier = Path(args.reference_runs) / variant / f"seed{seed}"
-                metrics = _earlier_run(earlier, seed)
-                if metrics is not None:
-                    run_dir = earlier
-                    reused.append(str(earlier))
-                    print(f"{variant} seed {seed}: taken from {earlier}")
-            if metrics is None and args.report_only:
-                continue
-            if metrics is None:
-                metrics = run_demo(
-                    args.data, run_dir, seed=seed, config=config, work_dir=output / "work", show_progress_bar=False
-                ).metrics
-            runs.add(variant, seed, metrics["dev"]["student_after"], run_dir / "runs" / "dev-student-after.trec")
-            fixed = {"before training": metrics["dev"]["student_before"], "teacher": metrics["dev"]["teacher"]}
-            print(f"{variant} seed {seed}: dev ndcg@10 {metrics['dev']['student_after']['ndcg@10']:.4f} "
-                  f"({metrics['seconds']['total']:.0f} s)", flush=True)
+    earlier = {REFERENCE: Path(args.reference_runs)} if args.reference_runs else None
+    runs, fixed, reused = run_variants(args.data, output, configs, args.seeds, report_only=args.report_only,
+                                       earlier_runs=earlier)
 
     seeds = runs.complete_seeds(args.seeds)
     if len(seeds) < len(args.seeds):
@@ -120,14 +104,6 @@ def margin_thresholds(data: str, config: DemoConfig, work_dir: Path, specs: list
         thresholds[spec] = round(value, 4)
         print(f"  {spec}: {table.drop_small_margins(thresholds[spec])[1]}")
     return thresholds
-
-
-def _earlier_run(run_dir: Path, seed: int) -> dict | None:
-    """The metrics of a finished run of ``seed`` in an earlier ablation's folder (its settings are not compared:
-    the caller vouches that they are the reference's), or None."""
-    if not (run_dir / "runs" / "dev-student-after.trec").is_file():
-        return None
-    return finished_run(run_dir, seed)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from scipy import stats
 from st_tasb.data.runs import read_trec_run
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
+TESTED_METRICS = ("ndcg@10", "mrr@10")
+"""The metrics whose differences are tested (over seeds and over queries)."""
 
 
 @dataclass
@@ -63,6 +65,49 @@ def finished_run(run_dir: Path, seed: int, config: Any = None, **recorded: Any) 
     return metrics if all(metrics.get(key) == value for key, value in wanted.items()) else None
 
 
+def run_variants(
+    data: str, output: Path, configs: Mapping[str, Any], seeds: list[int], *, report_only: bool = False,
+    earlier_runs: Mapping[str, Path] | None = None,
+) -> tuple[SeededRuns, dict[str, dict[str, float]], list[str]]:
+    """Run (or reuse) one demo per variant and seed, seeds outermost, so a partial run already compares every variant.
+
+    Args:
+        data: the BEIR folder.
+        output: one demo output per variant and seed (OUTPUT/<variant>/seed<N>), and the shared work folder.
+        configs: variant name -> :class:`~st_tasb.cli.demo_pipeline.DemoConfig`.
+        seeds: the training seeds.
+        report_only: run nothing; take the finished runs only.
+        earlier_runs: variant -> an earlier output folder whose finished runs of that variant are taken as they
+            are when OUTPUT has none (their settings are not compared: the caller vouches for them).
+
+    Returns:
+        The results, the untrained student's and the teacher's dev metrics, and the folders of the runs taken
+        from ``earlier_runs``.
+    """
+    from st_tasb.cli.demo_pipeline import run_demo
+
+    runs, fixed, reused = SeededRuns({}, {}), {}, []
+    for seed in seeds:
+        for variant, config in configs.items():
+            run_dir = output / variant / f"seed{seed}"
+            metrics = finished_run(run_dir, seed, config)
+            earlier = Path((earlier_runs or {}).get(variant, "")) / variant / f"seed{seed}"
+            if metrics is None and variant in (earlier_runs or {}) and (earlier / "runs" / "dev-student-after.trec").is_file():
+                metrics, run_dir = finished_run(earlier, seed), earlier
+                reused.append(str(earlier))
+                print(f"{variant} seed {seed}: taken from {earlier}")
+            if metrics is None and report_only:
+                continue
+            if metrics is None:
+                metrics = run_demo(data, run_dir, seed=seed, config=config, work_dir=output / "work",
+                                   show_progress_bar=False).metrics
+            runs.add(variant, seed, metrics["dev"]["student_after"], run_dir / "runs" / "dev-student-after.trec")
+            fixed = {"before training": metrics["dev"]["student_before"], "teacher": metrics["dev"]["teacher"]}
+            print(f"{variant} seed {seed}: dev ndcg@10 {metrics['dev']['student_after']['ndcg@10']:.4f} "
+                  f"({metrics['seconds']['total']:.0f} s)", flush=True)
+    return runs, fixed, reused
+
+
 def summarise(
     runs: SeededRuns, seeds: list[int], reference: str, qrels: Mapping[str, Mapping[str, int]], heading: str,
     fixed: Mapping[str, Mapping[str, float]] | None = None,
@@ -92,12 +137,14 @@ def summarise(
     for variant in runs.metrics:
         if variant == reference:
             continue
-        tests[variant] = t = paired_tests(runs, reference, variant, seeds, qrels)
-        print(f"\n{variant} - {reference}: nDCG@10 difference {t['mean_difference']:+.4f} "
-              f"(sd {t['sd_difference']:.4f} over seeds; per seed {' / '.join(f'{d:+.4f}' for d in t['per_seed'])})")
-        print(f"  paired t-test over {len(seeds)} seeds: p = {t['seeds_t_test_p']:.3g}")
-        print(f"  Fisher randomization over queries (ranx), pooled over seeds: p = {t['queries_pooled_p']:.3g}; "
-              f"per seed: {' / '.join(f'{p:.3g}' for p in t['queries_per_seed_p'])}")
+        tests[variant] = {}
+        for metric in TESTED_METRICS:
+            tests[variant][metric] = t = paired_tests(runs, reference, variant, seeds, qrels, metric)
+            print(f"\n{variant} - {reference}: {metric} difference {t['mean_difference']:+.4f} "
+                  f"(sd {t['sd_difference']:.4f} over seeds; per seed {' / '.join(f'{d:+.4f}' for d in t['per_seed'])})")
+            print(f"  paired t-test over {len(seeds)} seeds: p = {t['seeds_t_test_p']:.3g}")
+            print(f"  Fisher randomization over queries (ranx), pooled over seeds: p = {t['queries_pooled_p']:.3g}; "
+                  f"per seed: {' / '.join(f'{p:.3g}' for p in t['queries_per_seed_p'])}")
     return {
         "seeds": seeds,
         "reference": reference,
@@ -109,11 +156,13 @@ def summarise(
 
 
 def paired_tests(
-    runs: SeededRuns, reference: str, variant: str, seeds: list[int], qrels: Mapping[str, Mapping[str, int]]
+    runs: SeededRuns, reference: str, variant: str, seeds: list[int], qrels: Mapping[str, Mapping[str, int]],
+    metric: str = "ndcg@10",
 ) -> dict:
-    """Paired differences of ``variant`` against ``reference`` over seeds (t-test) and over queries (ranx)."""
-    ours = [runs.metrics[variant][s]["ndcg@10"] for s in seeds]
-    theirs = [runs.metrics[reference][s]["ndcg@10"] for s in seeds]
+    """Paired differences of ``variant`` against ``reference`` in ``metric`` over seeds (t-test) and over queries
+    (ranx)."""
+    ours = [runs.metrics[variant][s][metric] for s in seeds]
+    theirs = [runs.metrics[reference][s][metric] for s in seeds]
     differences = [a - b for a, b in zip(ours, theirs)]
     seed_test = stats.ttest_rel(ours, theirs)
     trec = {name: {s: read_trec_run(runs.run_files[name][s]) for s in seeds} for name in (reference, variant)}
@@ -124,9 +173,9 @@ def paired_tests(
         pooled_qrels = RanxQrels({f"{s}:{q}": docs for s in pick for q, docs in dev_qrels.items()})
         pooled = [RanxRun({f"{s}:{q}": docs for s in pick for q, docs in trec[name][s].items()}, name=name)
                   for name in (reference, variant)]
-        report = compare(pooled_qrels, pooled, metrics=["ndcg@10"], stat_test="fisher", n_permutations=10_000,
+        report = compare(pooled_qrels, pooled, metrics=[metric], stat_test="fisher", n_permutations=10_000,
                          max_p=0.05, random_seed=0)
-        return float(report.comparisons[reference, variant]["ndcg@10"]["p_value"])
+        return float(report.comparisons[reference, variant][metric]["p_value"])
 
     return {
         "per_seed": differences,

@@ -97,3 +97,46 @@ def test_demo_dev_curve_comes_from_the_trainer_evaluator(demo_output: Path) -> N
     assert curve[0]["ndcg@10"] == metrics["dev"]["student_before"]["ndcg@10"]
     assert curve[-1]["ndcg@10"] == pytest.approx(metrics["dev"]["student_after"]["ndcg@10"], abs=1e-6)
     assert (demo_output / "plots" / "dev_curve.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_demo_default_recipe_is_recorded_with_its_similarity(demo_output: Path) -> None:
+    """Guards the recorded recipe: the default demo trains the st-tasb recipe, logs its three loss terms, and saves a
+    model that scores by cosine, so that `st-tasb evaluate` ranks with the score it was trained with."""
+    metrics = json.loads((demo_output / "metrics.json").read_text())
+    assert metrics["recipe"] == "st-tasb" and metrics["config"]["training"]["inbatch_loss"] == "kl"
+    log = json.loads((demo_output / "training_log.json").read_text())
+    assert any({"pairwise", "in_batch", "contrastive"} <= set(entry) for entry in log)
+    assert SentenceTransformer(str(demo_output / "model"), device="cpu").similarity_fn_name == "cosine"
+    card = json.loads((demo_output / "model" / "tas_balanced.json").read_text())
+    assert card["data"]["recipe"].startswith("st-tasb:") and card["settings"]["similarity"] == "cosine"
+
+
+def test_demo_runs_the_mnrl_baseline(scifact_dir: Path, tmp_path: Path) -> None:
+    """Guards `st-tasb demo --recipe mnrl-topic`: the baseline trains through the same pipeline on (query, positive)
+    rows with topic-aware batches (their composition is reported), no teacher term is logged, and the card says so."""
+    output = tmp_path / "mnrl"
+    assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--recipe", "mnrl-topic",
+                 "--max-steps", "2"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["recipe"] == "mnrl-topic" and metrics["steps"] == 2
+    assert metrics["batch_composition"]["mean_top_cluster_share"] > 0.9
+    log = json.loads((output / "training_log.json").read_text())
+    assert all("pairwise" not in entry for entry in log) and any("loss" in entry for entry in log)
+    card = json.loads((output / "model" / "tas_balanced.json").read_text())
+    assert list(card["teachers"]) == ["none"] and card["settings"]["loss"] == "mnrl"
+
+
+def test_recipes_set_every_recipe_field() -> None:
+    """Guards switching recipes: each recipe sets all of RECIPE_FIELDS (nothing of the previous recipe stays), the
+    paper's recipe is the paper's loss on a dot-product student, and an unknown name is refused with the choices."""
+    from st_tasb.cli.demo_pipeline import RECIPE_FIELDS, RECIPES
+
+    for name, recipe in RECIPES.items():
+        assert set(recipe.training) == set(RECIPE_FIELDS), name
+    paper = DemoConfig().with_recipe("st-tasb").with_recipe("paper")
+    assert paper.recipe == "paper" and paper.teacher_scale == 10.0
+    assert (paper.training.student_similarity(), paper.training.inbatch_loss, paper.training.contrastive_weight) == (
+        ("dot", 1.0), "margin-mse", 0.0)
+    assert DemoConfig().with_recipe("mnrl").training.topic_aware is False
+    with pytest.raises(ValueError, match="unknown recipe 'best'; choose one of st-tasb, paper"):
+        DemoConfig().with_recipe("best")

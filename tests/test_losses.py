@@ -12,7 +12,9 @@ from st_tasb.teachers import BiEncoderTeacher, InBatchTeacher, PrecomputedTeache
 from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 from st_tasb.training.losses import (
     DualTeacherMarginMSELoss,
+    ScaledSimilarity,
     dual_teacher_margin_mse,
+    in_batch_kl,
     in_batch_margin_mse,
 )
 
@@ -87,6 +89,68 @@ def test_components_and_gradients_match_the_formulas(tensors) -> None:
         torch.testing.assert_close(mine.double(), reference, rtol=1e-4, atol=1e-6)
 
 
+def reference_listwise_terms(q, p, n, c, scale):
+    """The KL and contrastive terms written out per query with Python sums over the 2B passages (cosine x scale)."""
+    size, passages = len(q), torch.cat([p, n])
+    kl, contrastive = 0.0, 0.0
+    for i in range(size):
+        s = [scale * torch.dot(q[i], d) / (q[i].norm() * d.norm()) for d in passages]
+        log_z_student = torch.log(sum(torch.exp(v) for v in s))
+        log_z_teacher = torch.log(sum(torch.exp(v) for v in c[i]))
+        for j in range(2 * size):
+            teacher = torch.exp(c[i, j] - log_z_teacher)
+            kl = kl + teacher * ((c[i, j] - log_z_teacher) - (s[j] - log_z_student))
+        contrastive = contrastive - (s[i] - log_z_student)
+    return kl / size, contrastive / size
+
+
+def test_kl_and_contrastive_terms_match_the_formulas(tensors) -> None:
+    """Guards the listwise options: with cosine x 20 scores, the KL term (alpha applied) and the contrastive term
+    (its weight applied) and their gradients equal a per-query computation over all 2B passages, and the pairwise
+    term is the one without them, times its weight."""
+    q, p, n, margin, c = tensors
+    similarity = ScaledSimilarity("cosine", 20)
+    parts = dual_teacher_margin_mse(q, p, n, margin, c, alpha=0.5, similarity_fct=similarity, inbatch_loss="kl",
+                                    contrastive_weight=2.0, pairwise_weight=0.25)
+    assert set(parts) == {"pairwise", "in_batch", "contrastive"}
+    kl, contrastive = reference_listwise_terms(q, p, n, c, 20.0)
+    torch.testing.assert_close(parts["in_batch"], (0.5 * kl).to(parts["in_batch"].dtype), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts["contrastive"], (2.0 * contrastive).to(parts["contrastive"].dtype), rtol=1e-5, atol=1e-6)
+    plain = dual_teacher_margin_mse(q, p, n, margin, c, alpha=0.5, similarity_fct=similarity)
+    torch.testing.assert_close(parts["pairwise"], 0.25 * plain["pairwise"])
+    ours = torch.autograd.grad(parts["in_batch"] + parts["contrastive"], (q, p, n))
+    theirs = torch.autograd.grad(0.5 * kl + 2.0 * contrastive, (q, p, n))
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.double(), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_term_is_zero_only_where_the_distributions_agree() -> None:
+    """Guards the KL direction and its invariances: a per-row offset of the teacher changes no softmax (zero
+    loss); moving one passage's teacher score makes it positive."""
+    student = torch.randn(3, 6)
+    teacher = student + torch.randn(3, 1)
+    assert in_batch_kl(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    teacher[0, 4] += 3.0
+    assert in_batch_kl(student, teacher).item() > 0.01
+
+
+def test_the_similarity_is_recorded_and_checked() -> None:
+    """Guards the recorded score: the loss's card config names the scaled similarity and the terms in use, and
+    a bad similarity, scale, in-batch form or contrastive weight is refused with its name."""
+    loss = DualTeacherMarginMSELoss(None, alpha=0.0, similarity_fct=ScaledSimilarity("cosine", 20),
+                                    contrastive_weight=1.0)
+    config = loss.get_config_dict()
+    assert (config["similarity_fct"], config["inbatch_loss"], config["contrastive_weight"]) == ("cosine x 20", "margin-mse", 1.0)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        ScaledSimilarity("l2")
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        ScaledSimilarity("dot", 0)
+    with pytest.raises(ValueError, match="inbatch_loss must be one of"):
+        DualTeacherMarginMSELoss(None, alpha=0.0, inbatch_loss="listnet")
+    with pytest.raises(ValueError, match="contrastive_weight must be a finite number >= 0"):
+        DualTeacherMarginMSELoss(None, alpha=0.0, contrastive_weight=-1.0)
+
+
 def test_in_batch_term_ignores_the_own_negative_and_row_offsets() -> None:
     """Guards the index bookkeeping: a teacher that disagrees only on a row's own negative, or only by a
     per-row offset, costs nothing in the in-batch term; disagreeing on another row's passage does."""
@@ -118,23 +182,27 @@ def test_alpha_zero_is_sentence_transformers_margin_mse(small_student: SentenceT
     torch.testing.assert_close(plain["pairwise"], reference, rtol=1e-5, atol=1e-6)
 
 
-def test_cached_loss_matches_the_plain_loss(small_student: SentenceTransformer) -> None:
+@pytest.mark.parametrize("listwise", [False, True], ids=["paper", "kl-contrastive"])
+def test_cached_loss_matches_the_plain_loss(small_student: SentenceTransformer, listwise: bool) -> None:
     """Guards the GradCache variant: on the same batch (dropout off) its loss components and every student
-    gradient equal the plain loss's, with mini-batches that do not divide the batch."""
+    gradient equal the plain loss's, with mini-batches that do not divide the batch, for the paper's terms and
+    for the KL and contrastive ones."""
     small_student.eval()
     features, labels, teacher = (
         features_of(small_student),
         index_labels(torch.linspace(-2.0, 3.0, B)),
         full_table_teacher(),
     )
-    plain = DualTeacherMarginMSELoss(small_student, teacher, alpha=0.75)(features, labels)
+    terms = {"alpha": 0.75, "inbatch_loss": "kl", "contrastive_weight": 0.5,
+             "similarity_fct": ScaledSimilarity("cosine", 20)} if listwise else {"alpha": 0.75}  # fmt: skip
+    plain = DualTeacherMarginMSELoss(small_student, teacher, **terms)(features, labels)
     sum(plain.values()).backward()
     plain_grads = gradients(small_student)
     small_student.zero_grad()
-    cached_loss = CachedDualTeacherMarginMSELoss(small_student, teacher, alpha=0.75, mini_batch_size=2)
+    cached_loss = CachedDualTeacherMarginMSELoss(small_student, teacher, mini_batch_size=2, **terms)
     assert cached_loss.get_config_dict()["mini_batch_size"] == 2
     cached = cached_loss(features_of(small_student), labels)
-    assert set(cached) == {"pairwise", "in_batch"}
+    assert set(cached) == set(plain) == {"pairwise", "in_batch", *(["contrastive"] if listwise else [])}
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name].detach(), rtol=1e-5, atol=1e-5)
     sum(cached.values()).backward()

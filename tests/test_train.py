@@ -60,6 +60,7 @@ class RecordSampler(TrainerCallback):
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self.sampler = train_dataloader.batch_sampler
+        self.dataset = train_dataloader.dataset
         self.batch_sizes = {len(batch) for batch in self.sampler}
 
 
@@ -120,6 +121,55 @@ def test_ablation_switches_reach_the_sampler(parts: Parts, small_student: Senten
     card = json.loads((result.model_dir / "tas_balanced.json").read_text())
     assert card["settings"]["alpha"] is None and card["settings"]["topic_aware"] is False
     assert card["teachers"]["in-batch"].startswith("none")
+
+
+@pytest.mark.parametrize("topic_aware", [True, False], ids=["topic-aware", "no-duplicates"])
+def test_mnrl_baseline_trains_on_the_tables_query_positive_rows(parts: Parts, small_student: SentenceTransformer,
+                                                                 tmp_path: Path, topic_aware: bool) -> None:
+    """Guards the baseline run through the product: loss mnrl trains sentence-transformers' MNRL (cosine x 20) on
+    the table's distinct (query, positive) texts with topic-aware batches of one cluster, or NoDuplicatesBatchSampler;
+    no batch repeats a text; the saved model says it scores by cosine, and the card records no teacher."""
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
+
+    recorder = RecordSampler()
+    result = train(
+        small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model",
+        clusters=parts.clusters if topic_aware else None, inbatch_teacher=parts.teacher,
+        settings=settings(loss="mnrl", topic_aware=topic_aware), callbacks=[recorder], local_files_only=True,
+    )
+    sampler = recorder.sampler
+    assert isinstance(sampler, TopicAwareBatchSampler if topic_aware else NoDuplicatesBatchSampler)
+    rows = recorder.dataset
+    assert rows.column_names == ["anchor", "positive"]
+    expected = {(parts.queries[q], parts.corpus[p]) for q, p in zip(parts.table.dataset["query_id"], parts.table.dataset["positive_id"])}
+    assert set(zip(rows["anchor"], rows["positive"])) == expected and len(rows) == len(expected)
+    for batch in sampler:
+        texts = [rows[i]["anchor"] for i in batch] + [rows[i]["positive"] for i in batch]
+        assert len(set(texts)) == len(texts)
+    assert SentenceTransformer(str(result.model_dir), device="cpu").similarity_fn_name == "cosine"
+    card = json.loads((result.model_dir / "tas_balanced.json").read_text())
+    assert (card["settings"]["loss"], card["settings"]["similarity"], card["settings"]["similarity_scale"]) == ("mnrl", "cosine", 20.0)
+    assert card["settings"]["alpha"] is None and list(card["teachers"]) == ["none"]
+
+
+def test_listwise_recipe_logs_its_terms_and_records_its_similarity(parts: Parts, small_student: SentenceTransformer,
+                                                                   tmp_path: Path) -> None:
+    """Guards the options of the st-tasb recipe inside train(): the loss gets cosine x 20, the KL in-batch term and
+    the contrastive term; all three components are logged; the model is saved scoring by cosine and the card
+    records every option."""
+    result = train(
+        small_student, parts.table, parts.queries, parts.corpus, tmp_path / "model", clusters=parts.clusters,
+        inbatch_teacher=parts.teacher, local_files_only=True,
+        settings=settings(similarity="cosine", similarity_scale=20.0, inbatch_loss="kl", alpha=1.0, contrastive_weight=0.5),
+    )
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    assert logged and all({"pairwise", "in_batch", "contrastive"} <= set(entry) for entry in logged)
+    assert SentenceTransformer(str(result.model_dir), device="cpu").similarity_fn_name == "cosine"
+    card = json.loads((result.model_dir / "tas_balanced.json").read_text())
+    assert {k: card["settings"][k] for k in ("similarity", "similarity_scale", "inbatch_loss", "contrastive_weight")} == {
+        "similarity": "cosine", "similarity_scale": 20.0, "inbatch_loss": "kl", "contrastive_weight": 0.5}
 
 
 def test_min_margin_leaves_out_small_margins_and_says_so(parts: Parts, small_student: SentenceTransformer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 from st_tasb.cli.options import Command, option
 
@@ -23,13 +24,26 @@ class DemoArguments:
     max_steps: int | None = option(None, help="training steps (default: 100, quick: 12)")
     batch_size: int | None = option(None, help="queries per batch (default: 32, quick: 16)")
     learning_rate: float | None = option(None, help="peak learning rate (default: 1e-4)")
-    alpha: float | None = option(None, help="weight of the in-batch term (default: 0.75)")
+    recipe: Literal["st-tasb", "paper", "mnrl", "mnrl-topic"] = option(
+        "st-tasb", help="how the student learns: st-tasb (the best measured: topic-aware balanced batches, pairwise "
+        "Margin-MSE, in-batch KL distillation and a contrastive term on the labels, cosine x 20), paper (TAS-Balanced "
+        "as published), mnrl / mnrl-topic (baselines without a teacher: MultipleNegativesRankingLoss with "
+        "NoDuplicatesBatchSampler / topic-aware batches); the options below change one part of it"
+    )
+    alpha: float | None = option(None, help="weight of the in-batch term (default: the recipe's)")
+    inbatch_loss: Literal["margin-mse", "kl"] | None = option(None, help="the in-batch term (default: the recipe's)")
+    contrastive_weight: float | None = option(None, help="weight of the contrastive term on the labels (default: the recipe's)")
+    min_margin: float | None = option(None, help="hard margin: leave out pairs whose teacher margin is below this")
     work_dir: str | None = option(
         None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
     )
     eval_steps: int | None = option(None, help="also evaluate on the dev queries every N steps (the dev curve, plots/dev_curve.png)")
-    topic_aware: bool = option(True, help="batches of one topic cluster; off (--random-batches, the ablation): random queries")
-    balanced: bool = option(True, help="pairs drawn evenly over the margin bins; off (--uniform-pairs, the ablation): uniformly")
+    topic_aware: bool | None = option(
+        None, help="batches of one topic cluster (the recipe's default); off (--random-batches, the ablation): random queries"
+    )
+    balanced: bool | None = option(
+        None, help="pairs drawn evenly over the margin bins (the recipe's default); off (--uniform-pairs): uniformly"
+    )
 
 
 def run(args: DemoArguments) -> int:
@@ -39,10 +53,10 @@ def run(args: DemoArguments) -> int:
     from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
-    training = {name: getattr(args, name) for name in ("max_steps", "batch_size", "learning_rate", "alpha", "eval_steps")}
-    config = config.with_training(
-        topic_aware=args.topic_aware, balanced=args.balanced, **{k: v for k, v in training.items() if v is not None}
-    )
+    config = config.with_recipe(args.recipe)
+    names = ("max_steps", "batch_size", "learning_rate", "alpha", "inbatch_loss", "contrastive_weight", "min_margin",
+             "eval_steps", "topic_aware", "balanced")
+    config = config.with_training(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.student_layers is not None:
         config = replace(config, student_layers=tuple(args.student_layers))
     result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir)

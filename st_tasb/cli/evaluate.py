@@ -31,7 +31,9 @@ class EvaluateArguments:
     nlist: int | None = option(None, help="ivf: number of lists (default: 4 * sqrt(corpus size))")
     nprobe: int = option(32, help="ivf: lists visited per query")
     ef_search: int = option(256, help="hnsw: search depth")
-    similarity: Literal["dot", "cosine"] = option("dot", help="score: inner product (TAS-B) or cosine of the embeddings")
+    similarity: Literal["dot", "cosine"] | None = option(
+        None, help="score: inner product or cosine of the embeddings (default: the model's own, saved with it)"
+    )
     batch_size: int = option(64, help="encoding batch size")
     query_max_length: int | None = option(None, help="query token cap (the paper: 30; default: the model's)")
     relevance_threshold: int = option(1, help="lowest grade counted relevant by the binary measures (TREC-DL: 2)")

@@ -64,6 +64,8 @@ def run(args: TrainArguments) -> int:
     )
 
     _check_output(Path(args.output), args.resume or args.overwrite)
+    if args.loss == "mnrl" and args.inbatch_teacher != "none":
+        raise ValueError("--loss mnrl learns from the labels alone: drop --inbatch-teacher, or train with --loss tas-b")
     if args.clusters is None and args.topic_aware:
         raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
     device = "cpu" if args.cpu else None

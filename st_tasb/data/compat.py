@@ -26,16 +26,18 @@ if HAS_SENTENCE_TRANSFORMERS_6:
         has_static_embedding_input,
     )
     from sentence_transformers.base.losses.merged_forward import embed_columns
-    from sentence_transformers.base.sampler import DefaultBatchSampler
+    from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
     from sentence_transformers.sentence_transformer.data_collator import (
         SentenceTransformerDataCollator,
     )
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.modules import Pooling
 else:  # sentence-transformers 5
     from sentence_transformers.data_collator import SentenceTransformerDataCollator
     from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.models import Pooling
-    from sentence_transformers.sampler import DefaultBatchSampler
+    from sentence_transformers.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
     MultiVectorEncoder = None
     embed_columns = None
@@ -51,6 +53,8 @@ __all__ = [
     "CachedLossMixin",
     "DefaultBatchSampler",
     "MultiVectorEncoder",
+    "MultipleNegativesRankingLoss",
+    "NoDuplicatesBatchSampler",
     "Pooling",
     "SentenceTransformerDataCollator",
     "embed_columns",

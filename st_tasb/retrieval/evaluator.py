@@ -37,7 +37,7 @@ from st_tasb.data.compat import BaseEvaluator
 from st_tasb.data.runs import write_trec_run
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.metrics import evaluate_run
-from st_tasb.retrieval.search import SIMILARITIES, SearchSettings, Similarity, retrieve
+from st_tasb.retrieval.search import SIMILARITIES, SearchSettings, Similarity, model_similarity, retrieve
 
 PRIMARY_METRIC = "ndcg@10"
 
@@ -112,7 +112,7 @@ class RetrievalEvaluator(BaseEvaluator):
         Raises:
             ValueError: if the model's similarity function is neither dot nor cosine (pass ``similarity=``).
         """
-        similarity = self.similarity or _similarity_of(model)
+        similarity = self.similarity or self.settings.similarity or model_similarity(model)
         run = retrieve(model, self.corpus, self.queries, dataclasses.replace(self.settings, similarity=similarity))
         if self.write_run and output_path is not None:
             suffix = "" if epoch == -1 else f"-epoch{epoch}" + ("" if steps == -1 else f"-steps{steps}")
@@ -127,11 +127,3 @@ class RetrievalEvaluator(BaseEvaluator):
         index = self.settings.index_config
         return {"top_k": self.settings.top_k, "index": index.kind, "similarity": self.similarity or "the model's"}
 
-
-def _similarity_of(model: SentenceTransformer) -> Similarity:
-    name = str(getattr(model, "similarity_fn_name", None) or "cosine")
-    if name not in SIMILARITIES:
-        raise ValueError(
-            f"the model scores with {name!r}; RetrievalEvaluator searches by 'dot' or 'cosine' (pass similarity=)"
-        )
-    return name  # type: ignore[return-value]

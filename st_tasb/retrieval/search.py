@@ -172,7 +172,8 @@ class SearchSettings:
     Attributes:
         top_k: hits per query (at most the corpus size).
         index: ``"flat"`` (exact), ``"hnsw"``, ``"ivf"`` or an :class:`IndexConfig`.
-        similarity: ``"dot"`` (raw inner product) or ``"cosine"`` (embeddings normalised first).
+        similarity: ``"dot"`` (raw inner product) or ``"cosine"`` (embeddings normalised first); ``None`` (the
+            default): the model's own ``similarity_fn_name``, which st-tasb saves with every model it trains.
         batch_size: encoding batch size.
         query_max_length: token cap for queries (the paper: 30); ``None`` keeps the model's
             ``max_seq_length``, which also caps passages.
@@ -193,14 +194,14 @@ class SearchSettings:
 
     top_k: int = 1000
     index: str | IndexConfig = "flat"
-    similarity: Similarity = "dot"
+    similarity: Similarity | None = None
     batch_size: int = 64
     query_max_length: int | None = None
     corpus_chunk_size: int = 50_000
     show_progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        if self.similarity not in SIMILARITIES:
+        if self.similarity is not None and self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, not {self.similarity!r}")
         for name in ("top_k", "batch_size", "corpus_chunk_size"):
             check_number(name, getattr(self, name), minimum=1)
@@ -252,7 +253,7 @@ def search(
     for store in (corpus, queries):
         if len(store) == 0:
             raise ValueError(f"{store.name} is empty")
-    normalize = settings.similarity == "cosine"
+    normalize = (settings.similarity or model_similarity(model)) == "cosine"
     faiss_index, order = _corpus_index(model, corpus, settings, normalize)
     with capped_length(model, settings.query_max_length):
         query_embeddings = _embed(
@@ -260,6 +261,23 @@ def search(
             settings.show_progress_bar,
         )
     return _top_k(faiss_index, query_embeddings, corpus, settings.top_k, settings.show_progress_bar, order)
+
+
+def model_similarity(model: SentenceTransformer) -> Similarity:
+    """The score a model was trained with, as its ``similarity_fn_name`` says (sentence-transformers' default: cosine).
+
+    Raises:
+        ValueError: if it is neither dot nor cosine (pass ``similarity=`` to search with one of them).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> model_similarity(SimpleNamespace(similarity_fn_name="dot")), model_similarity(SimpleNamespace())
+        ('dot', 'cosine')
+    """
+    name = str(getattr(model, "similarity_fn_name", None) or "cosine")
+    if name not in SIMILARITIES:
+        raise ValueError(f"the model scores with {name!r}; st-tasb searches by 'dot' or 'cosine' (pass similarity=)")
+    return name  # type: ignore[return-value]
 
 
 def retrieve(

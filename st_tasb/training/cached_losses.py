@@ -45,6 +45,7 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         inbatch_teacher: the in-batch teacher (see :class:`~st_tasb.training.losses.DualTeacherMarginMSELoss`).
         alpha: weight of the in-batch term.
         similarity_fct: student score matrix of two embedding batches (default: dot product).
+        inbatch_loss, contrastive_weight, pairwise_weight: the terms in use (see the plain loss).
         mini_batch_size: rows embedded per forward pass; bounds the activation memory.
         mini_batch_num_tokens: if set, mini-batches are packed by token count instead (see
             sentence-transformers' cached losses).
@@ -67,6 +68,9 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         inbatch_teacher: InBatchTeacher | None = None,
         alpha: float = 0.75,
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
+        inbatch_loss: str = "margin-mse",
+        contrastive_weight: float = 0.0,
+        pairwise_weight: float = 1.0,
         mini_batch_size: int = 32,
         mini_batch_num_tokens: int | None = None,
         show_progress_bar: bool = False,
@@ -83,7 +87,8 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
             )
         if mini_batch_size < 1 or (mini_batch_num_tokens is not None and mini_batch_num_tokens < 1):
             raise ValueError("mini_batch_size and mini_batch_num_tokens must be positive")
-        super().__init__(model, inbatch_teacher, alpha=alpha, similarity_fct=similarity_fct)
+        super().__init__(model, inbatch_teacher, alpha=alpha, similarity_fct=similarity_fct, inbatch_loss=inbatch_loss,
+                         contrastive_weight=contrastive_weight, pairwise_weight=pairwise_weight)
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
@@ -94,27 +99,18 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         # the teacher runs once per batch, outside the two embedding passes
         targets = _Targets(*self.teacher_targets(labels))
         total = self.forward_cached(features, targets)
-        if "in_batch" not in targets.components:
-            return {"pairwise": total}
-        # `total` carries the GradCache backward hook: keep it in the sum the trainer back-propagates,
-        # and log the in-batch component as the rest of it
-        pairwise = targets.components["pairwise"]
-        return {"pairwise": pairwise, "in_batch": total - pairwise}
+        # `total` carries the GradCache backward hook: keep it in the sum the trainer back-propagates, as the
+        # last component, and log the others as they were computed
+        *first, last = targets.components
+        return {**{name: targets.components[name] for name in first}, last: total - sum(targets.components[n] for n in first)}
 
     def calculate_loss(
         self, reps: list[list[Tensor]], labels: _Targets | None = None, *, with_backward: bool = False
     ) -> Tensor:
         """The loss over the whole batch from the per-mini-batch embeddings (the GradCache loss stage)."""
         query, positive, negative = (torch.cat(column) for column in reps)
-        components = dual_teacher_margin_mse(
-            query,
-            positive,
-            negative,
-            labels.margin,
-            labels.inbatch_scores,
-            alpha=self.alpha,
-            similarity_fct=self.similarity_fct,
-        )
+        components = dual_teacher_margin_mse(query, positive, negative, labels.margin, labels.inbatch_scores,
+                                             **self.term_settings())
         total = torch.stack(list(components.values())).sum()
         if with_backward:
             total.backward()

@@ -275,3 +275,46 @@ def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:
         )
     table = rows(dataset.select_columns(list(SAMPLER_COLUMNS)))
     return {c: table.column(c).to_numpy() for c in SAMPLER_COLUMNS}
+
+
+def build_pair_dataset(
+    table: TeacherScoreTable, queries: TextStore, corpus: TextStore, clusters: QueryClusters | None = None
+) -> tuple[Dataset, dict[str, int] | None]:
+    """The (anchor, positive) rows of a teacher score table, for losses that learn from labels and in-batch
+    negatives only (``MultipleNegativesRankingLoss``: ``st-tasb train --loss mnrl``).
+
+    Every distinct (query, positive) pair of the table is one row of texts, ordered by the query's and then the
+    passage's position in the stores; the negatives and margins are not used.
+
+    Args:
+        table: the teacher-scored (query, positive, negative) pairs.
+        queries: query texts; every query id of the table must be in it.
+        corpus: passage texts; every positive id of the table must be in it.
+        clusters: topic clusters of the queries, for :class:`~st_tasb.training.anchor_sampler.TopicAwareBatchSampler`.
+
+    Returns:
+        The dataset (columns ``anchor`` and ``positive``) and, with ``clusters``, each anchor text's cluster (a query
+        text shared by several ids takes the cluster of the first).
+
+    Example:
+        >>> from st_tasb.prepare.table import TeacherScoreTable
+        >>> table = TeacherScoreTable.from_margins(["q2", "q1", "q1"], ["d1", "d2", "d2"], ["d3", "d1", "d3"], [1.0, 2.0, 3.0])
+        >>> q = TextStore.from_records([("q1", "first query"), ("q2", "second query")])
+        >>> d = TextStore.from_records([("d1", "one"), ("d2", "two"), ("d3", "three")])
+        >>> build_pair_dataset(table, q, d)[0].to_dict()
+        {'anchor': ['first query', 'second query'], 'positive': ['two', 'one']}
+    """
+    data = table.dataset.data
+    table.validate(queries, corpus)
+    query_pos = queries.positions(data.column("query_id")).astype(np.int64)
+    positive_pos = corpus.positions(data.column("positive_id")).astype(np.int64)
+    keys = np.unique(query_pos * len(corpus) + positive_pos)
+    anchor_pos, passage_pos = keys // len(corpus), keys % len(corpus)
+    dataset = Dataset.from_dict({"anchor": queries.texts(anchor_pos), "positive": corpus.texts(passage_pos)})
+    if clusters is None:
+        return dataset, None
+    distinct = np.unique(anchor_pos)
+    topics: dict[str, int] = {}
+    for text, cluster in zip(queries.texts(distinct), clusters.cluster_of(queries.ids.take(pa.array(distinct))).tolist()):
+        topics.setdefault(text, int(cluster))
+    return dataset, topics

@@ -9,7 +9,19 @@ margins ``T_i+ - T_i-`` and in-batch teacher scores ``C``::
     L      = L_pair + alpha * L_inb
 
 The in-batch negatives of ``q_i`` are the positives and negatives of all other rows; its own negative
-is scored by the pairwise term only.
+is scored by the pairwise term only. That is the paper's loss, and the default.
+
+Two terms the field added since (section 5 of docs/method.md) are options:
+
+- ``inbatch_loss="kl"``: listwise in-batch distillation. ``L_inb`` becomes the KL divergence from the in-batch
+  teacher's softmax over all ``2B`` passages of the batch to the student's, per query (RocketQAv2 and
+  ColBERTv2 distil listwise; sentence-transformers' ``DistillKLDivLoss`` is the per-row version);
+- ``contrastive_weight=w``: the labels as well as the teachers. ``w * L_con`` is added, where ``L_con`` is the
+  cross-entropy of each query's own positive against all ``2B`` passages of the batch (its own negative
+  included), the loss of sentence-transformers' ``MultipleNegativesRankingLoss``.
+
+Both read the student's scores as logits: the temperature is the similarity's scale (e.g. cosine x 20,
+MNRL's default).
 """
 
 from __future__ import annotations
@@ -20,8 +32,9 @@ from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.util import dot_score
+from sentence_transformers.util import cos_sim, dot_score
 from torch import Tensor, nn
+from torch.nn import functional
 
 from st_tasb.data.compat import embed_columns
 from st_tasb.teachers.base import InBatchTeacher
@@ -72,9 +85,76 @@ def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor) -> Tenso
     return (positives + negatives) / 2
 
 
-def check_alpha(alpha: float) -> None:
-    """Raise ``ValueError`` unless ``alpha`` is a finite number >= 0 (NaN, infinity or a negative weight would make
-    the loss meaningless: a negative one rewards disagreeing with the teacher).
+def in_batch_kl(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
+    """The listwise in-batch distillation term: for each query, the KL divergence from the teacher's softmax over
+    all ``2B`` passages of the batch to the student's, averaged over the queries.
+
+    Args:
+        student_scores: ``[B, 2B]`` student scores (logits: scale them for a temperature).
+        teacher_scores: ``[B, 2B]`` in-batch teacher scores (logits; no gradient flows into them).
+
+    Returns:
+        A scalar tensor; zero when the student's distribution equals the teacher's.
+
+    Example:
+        >>> in_batch_kl(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+        tensor(0.)
+        >>> round(in_batch_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]])).item(), 4)  # log 2 - H(teacher)
+        0.3278
+    """
+    teacher = functional.log_softmax(teacher_scores.detach(), dim=1)
+    return functional.kl_div(functional.log_softmax(student_scores, dim=1), teacher, reduction="batchmean", log_target=True)
+
+
+def in_batch_contrastive(student_scores: Tensor) -> Tensor:
+    """The labels' term: cross-entropy of each query's own positive (column ``i``) against all ``2B`` passages.
+
+    Example:
+        >>> round(in_batch_contrastive(torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])).item(), 4)
+        0.3408
+    """
+    return functional.cross_entropy(student_scores, torch.arange(student_scores.shape[0], device=student_scores.device))
+
+
+INBATCH_LOSSES = ("margin-mse", "kl")
+"""The forms of the in-batch term: the paper's Margin-MSE, or listwise KL divergence."""
+SIMILARITIES = {"dot": dot_score, "cosine": cos_sim}
+"""The student's score functions by name (the name is recorded in the saved model)."""
+
+
+class ScaledSimilarity:
+    """A student score function: dot product or cosine similarity, times ``scale``.
+
+    Callable on two embedding batches like sentence-transformers' ``util.dot_score``; ``name`` goes into the
+    saved model (``similarity_fn_name``) so that it is evaluated with the score it was trained with.
+
+    Example:
+        >>> similarity = ScaledSimilarity("cosine", 20)
+        >>> similarity(torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 4.0], [4.0, -3.0]]))
+        tensor([[20.,  0.]])
+        >>> similarity.__name__
+        'cosine x 20'
+    """
+
+    def __init__(self, name: str = "dot", scale: float = 1.0) -> None:
+        if name not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {tuple(SIMILARITIES)}, not {name!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"the similarity scale must be a finite number > 0, not {scale!r}")
+        self.name, self.scale = name, float(scale)
+        self.__name__ = name if self.scale == 1 else f"{name} x {self.scale:g}"
+
+    def __call__(self, a: Tensor, b: Tensor) -> Tensor:
+        scores = SIMILARITIES[self.name](a, b)
+        return scores if self.scale == 1 else scores * self.scale
+
+    def __repr__(self) -> str:
+        return f"ScaledSimilarity({self.name!r}, {self.scale:g})"
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> None:
+    """Raise ``ValueError`` unless the weight ``alpha`` (named ``name``) is a finite number >= 0 (NaN, infinity or a
+    negative weight would make the loss meaningless: a negative one rewards disagreeing with the teacher).
 
     Example:
         >>> check_alpha(float("nan"))
@@ -83,7 +163,7 @@ def check_alpha(alpha: float) -> None:
         ValueError: alpha must be a finite number >= 0, not nan
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be a finite number >= 0, not {alpha!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, not {alpha!r}")
 
 
 def dual_teacher_margin_mse(
@@ -95,6 +175,9 @@ def dual_teacher_margin_mse(
     *,
     alpha: float = 0.75,
     similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
+    inbatch_loss: str = "margin-mse",
+    contrastive_weight: float = 0.0,
+    pairwise_weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """The loss components from embeddings and teacher scores (no model needed).
 
@@ -107,13 +190,17 @@ def dual_teacher_margin_mse(
             then all negatives; ``None`` (or ``alpha == 0``) leaves the in-batch term out.
         alpha: weight of the in-batch term.
         similarity_fct: student score matrix of two embedding batches (default: dot product).
+        inbatch_loss: ``"margin-mse"`` (the paper) or ``"kl"`` (listwise, :func:`in_batch_kl`).
+        contrastive_weight: weight of the labels' term :func:`in_batch_contrastive` (0, the paper: none).
+        pairwise_weight: weight of the pairwise term (1, the paper); 0 leaves it out.
 
     Returns:
-        ``{"pairwise": L_pair}``, plus ``"in_batch": alpha * L_inb`` when there is an in-batch term.
-        The components sum to the loss.
+        ``{"pairwise": pairwise_weight * L_pair}``, plus ``"in_batch": alpha * L_inb`` when there is an in-batch term and
+        ``"contrastive": contrastive_weight * L_con`` when that weight is not 0. The components sum to the loss.
 
     Raises:
-        ValueError: if the shapes do not fit together, naming them, or ``alpha`` is not a finite number >= 0.
+        ValueError: if the shapes do not fit together, naming them, ``alpha`` or ``contrastive_weight`` is not a
+            finite number >= 0, or ``inbatch_loss`` is unknown.
 
     Example:
         >>> q, p, n = torch.eye(2), torch.eye(2) * 2, torch.zeros(2, 2)
@@ -122,6 +209,9 @@ def dual_teacher_margin_mse(
         {'pairwise': 1.0, 'in_batch': 2.0}
     """
     check_alpha(alpha)
+    check_alpha(contrastive_weight, "contrastive_weight")
+    check_alpha(pairwise_weight, "pairwise_weight")
+    check_inbatch_loss(inbatch_loss)
     batch_size = query.shape[0]
     if positive.shape != query.shape or negative.shape != query.shape:
         raise ValueError(
@@ -139,7 +229,7 @@ def dual_teacher_margin_mse(
     own = torch.arange(batch_size, device=scores.device)
     student_margin = scores[own, own] - scores[own, own + batch_size]
     margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
-    components = {"pairwise": ((student_margin - margin) ** 2).mean()}
+    components = {"pairwise": pairwise_weight * ((student_margin - margin) ** 2).mean()}
     if inbatch_scores is not None and alpha != 0:
         if tuple(inbatch_scores.shape) != (batch_size, 2 * batch_size):
             raise ValueError(
@@ -147,8 +237,17 @@ def dual_teacher_margin_mse(
                 f"({batch_size}, {2 * batch_size}): each query against all positives, then all negatives"
             )
         inbatch_scores = inbatch_scores.to(device=scores.device, dtype=scores.dtype)
-        components["in_batch"] = alpha * in_batch_margin_mse(scores, inbatch_scores)
+        term = in_batch_kl if inbatch_loss == "kl" else in_batch_margin_mse
+        components["in_batch"] = alpha * term(scores, inbatch_scores)
+    if contrastive_weight != 0:
+        components["contrastive"] = contrastive_weight * in_batch_contrastive(scores)
     return components
+
+
+def check_inbatch_loss(inbatch_loss: str) -> None:
+    """Raise ``ValueError`` unless ``inbatch_loss`` is one of :data:`INBATCH_LOSSES`."""
+    if inbatch_loss not in INBATCH_LOSSES:
+        raise ValueError(f"inbatch_loss must be one of {INBATCH_LOSSES}, not {inbatch_loss!r}")
 
 
 class DualTeacherMarginMSELoss(nn.Module):
@@ -164,7 +263,13 @@ class DualTeacherMarginMSELoss(nn.Module):
             bi-encoder or precomputed scores); frozen, its parameters never reach the optimizer.
         alpha: weight of the in-batch term (the paper: 0.75). ``alpha=0`` (or no teacher) is
             sentence-transformers' ``MarginMSELoss``.
-        similarity_fct: student score matrix of two embedding batches (default: dot product, as in the paper).
+        similarity_fct: student score matrix of two embedding batches (default: dot product, as in the paper;
+            :class:`ScaledSimilarity` gives cosine x a scale).
+        inbatch_loss: the in-batch term: ``"margin-mse"`` (the paper) or ``"kl"`` (listwise distillation over the
+            batch's passages).
+        contrastive_weight: weight of a contrastive term on the labels (each query's positive against every passage
+            of the batch, as MultipleNegativesRankingLoss); 0 (the paper) leaves it out.
+        pairwise_weight: weight of the pairwise Margin-MSE term (1, the paper).
 
     References:
         - Hofstätter et al., Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware
@@ -186,8 +291,8 @@ class DualTeacherMarginMSELoss(nn.Module):
         +--------------------------------------+-----------------------------------------------------------+
 
     Raises:
-        ValueError: for a negative ``alpha``, ``alpha > 0`` without a teacher, or a teacher sharing
-            parameters with the student.
+        ValueError: for a negative ``alpha`` or ``contrastive_weight``, ``alpha > 0`` without a teacher, an unknown
+            ``inbatch_loss``, or a teacher sharing parameters with the student.
         TypeError: if the teacher is not an ``InBatchTeacher``.
 
     Example:
@@ -221,9 +326,15 @@ class DualTeacherMarginMSELoss(nn.Module):
         inbatch_teacher: InBatchTeacher | None = None,
         alpha: float = 0.75,
         similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
+        inbatch_loss: str = "margin-mse",
+        contrastive_weight: float = 0.0,
+        pairwise_weight: float = 1.0,
     ) -> None:
         super().__init__()
         check_alpha(alpha)
+        check_alpha(contrastive_weight, "contrastive_weight")
+        check_alpha(pairwise_weight, "pairwise_weight")
+        check_inbatch_loss(inbatch_loss)
         if inbatch_teacher is None and alpha > 0:
             raise ValueError(f"alpha={alpha} weighs an in-batch term, but no inbatch_teacher was given")
         if inbatch_teacher is not None:
@@ -243,6 +354,9 @@ class DualTeacherMarginMSELoss(nn.Module):
         self.inbatch_teacher = inbatch_teacher
         self.alpha = float(alpha)
         self.similarity_fct = similarity_fct
+        self.inbatch_loss = inbatch_loss
+        self.contrastive_weight = float(contrastive_weight)
+        self.pairwise_weight = float(pairwise_weight)
 
     @property
     def uses_inbatch_teacher(self) -> bool:
@@ -258,7 +372,8 @@ class DualTeacherMarginMSELoss(nn.Module):
                 is no in-batch term).
 
         Returns:
-            ``{"pairwise": ..., "in_batch": ...}``; the trainer logs both and optimises their sum.
+            ``{"pairwise": ..., "in_batch": ..., "contrastive": ...}`` (the terms in use); the trainer logs each and
+            optimises their sum.
         """
         features = self.check_features(sentence_features)
         if embed_columns is None:  # sentence-transformers 5: one forward pass per column
@@ -270,9 +385,12 @@ class DualTeacherMarginMSELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
         """The loss components from the query, positive and negative embeddings and the labels."""
         margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
-        return dual_teacher_margin_mse(
-            *embeddings, margin, inbatch_scores, alpha=self.alpha, similarity_fct=self.similarity_fct
-        )
+        return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, **self.term_settings())
+
+    def term_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`dual_teacher_margin_mse` that this loss sets."""
+        return {"alpha": self.alpha, "similarity_fct": self.similarity_fct, "inbatch_loss": self.inbatch_loss,
+                "contrastive_weight": self.contrastive_weight, "pairwise_weight": self.pairwise_weight}
 
     def check_features(self, sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """The features as a list of exactly three columns.
@@ -326,6 +444,9 @@ class DualTeacherMarginMSELoss(nn.Module):
             "alpha": self.alpha,
             "similarity_fct": getattr(self.similarity_fct, "__name__", type(self.similarity_fct).__name__),
             "inbatch_teacher": self.inbatch_teacher,
+            "inbatch_loss": self.inbatch_loss,
+            "contrastive_weight": self.contrastive_weight,
+            "pairwise_weight": self.pairwise_weight,
         }
 
     @property

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+LOSSES = ("tas-b", "mnrl")
+"""The losses :func:`~st_tasb.training.trainer.train` runs: TAS-Balanced's teacher-margin loss, or the MNRL baseline."""
+LOSS_SIMILARITY = {"tas-b": ("dot", 1.0), "mnrl": ("cosine", 20.0)}
+"""Each loss's default student score and scale (the paper's dot product; sentence-transformers' MNRL defaults)."""
+
+
 @dataclass
 class TrainingSettings:
     """The hyper-parameters of a TAS-Balanced run; defaults are the paper's (Hofstätter et al., 2021).
@@ -55,9 +61,41 @@ class TrainingSettings:
         metadata={"help": "transformers learning-rate schedule: cosine, linear, constant, ..."},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper: none)"})
+    loss: str = field(
+        default="tas-b",
+        metadata={"help": "tas-b: the teachers' (query, positive, negative) margins, pairwise Margin-MSE plus the "
+                          "in-batch term (the paper); mnrl: the baseline without a teacher, sentence-transformers' "
+                          "MultipleNegativesRankingLoss on the table's distinct (query, positive) rows, with topic-"
+                          "aware batches (TopicAwareBatchSampler) or random ones (--random-batches: "
+                          "NoDuplicatesBatchSampler)"},
+    )
+    similarity: str | None = field(
+        default=None,
+        metadata={"help": "the student's score: dot or cosine; recorded in the saved model (default: dot for tas-b, "
+                          "the paper's; cosine for mnrl)"},
+    )
+    similarity_scale: float | None = field(
+        default=None,
+        metadata={"help": "factor on the student's scores, the inverse temperature of the kl and contrastive terms; "
+                          "match the teacher's scale (default: 1 for tas-b, 20 for mnrl as sentence-transformers)"},
+    )
     alpha: float = field(
         default=0.75,
-        metadata={"help": "weight of the in-batch Margin-MSE term (the paper: 0.75); unused without an in-batch teacher"},
+        metadata={"help": "weight of the in-batch term (the paper: 0.75); unused without an in-batch teacher"},
+    )
+    inbatch_loss: str = field(
+        default="margin-mse",
+        metadata={"help": "the in-batch term: margin-mse (the paper) or kl (listwise: KL divergence from the in-batch "
+                          "teacher's softmax over the batch's passages to the student's)"},
+    )
+    pairwise_weight: float = field(
+        default=1.0,
+        metadata={"help": "tas-b: weight of the pairwise Margin-MSE term against the table's margins (the paper: 1)"},
+    )
+    contrastive_weight: float = field(
+        default=0.0,
+        metadata={"help": "tas-b: weight of a contrastive term on the labels beside the teachers' terms (each query's "
+                          "positive against every passage of the batch, as MNRL); 0, the paper: none"},
     )
     n_bins: int = field(
         default=10,
@@ -127,7 +165,11 @@ class TrainingSettings:
             "max_steps": self.max_steps is None or self.max_steps >= 1,
             "warmup": self.warmup >= 0,
             "weight_decay": self.weight_decay >= 0,
-            "alpha": self.alpha >= 0,
+            "alpha": self.alpha >= 0 and math.isfinite(self.alpha),
+            "contrastive_weight": self.contrastive_weight >= 0 and math.isfinite(self.contrastive_weight),
+            "pairwise_weight": self.pairwise_weight >= 0 and math.isfinite(self.pairwise_weight),
+            "similarity_scale": self.similarity_scale is None or (self.similarity_scale > 0
+                                                                   and math.isfinite(self.similarity_scale)),
             "min_margin": self.min_margin is None or math.isfinite(self.min_margin),
             "n_bins": self.n_bins >= 1,
             "clusters_per_batch": self.clusters_per_batch >= 1,
@@ -141,6 +183,10 @@ class TrainingSettings:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(", ".join(f"{name}={getattr(self, name)!r} is out of range" for name in bad))
+        for name, choices in (("loss", LOSSES), ("similarity", (None, "dot", "cosine")),
+                              ("inbatch_loss", ("margin-mse", "kl"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(c for c in choices if c)}, not {getattr(self, name)!r}")
         if self.batch_size % self.clusters_per_batch:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
@@ -171,6 +217,16 @@ class TrainingSettings:
         """The settings carried by ``options``, any object with these fields (e.g. parsed options of a
         command whose arguments extend this class)."""
         return cls(**{field.name: getattr(options, field.name) for field in dataclasses.fields(cls)})
+
+    def student_similarity(self) -> tuple[str, float]:
+        """The student's score function and its scale: as set, or the loss's default (tas-b: dot x 1, mnrl: cosine x 20).
+
+        Example:
+            >>> TrainingSettings(loss="mnrl").student_similarity(), TrainingSettings(similarity="cosine").student_similarity()
+            (('cosine', 20.0), ('cosine', 1.0))
+        """
+        name, scale = LOSS_SIMILARITY[self.loss]
+        return self.similarity or name, float(self.similarity_scale if self.similarity_scale is not None else scale)
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""

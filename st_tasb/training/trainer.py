@@ -41,7 +41,7 @@ from sentence_transformers import (
 )
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
-from st_tasb.data.compat import BaseEvaluator
+from st_tasb.data.compat import BaseEvaluator, MultipleNegativesRankingLoss, NoDuplicatesBatchSampler
 from st_tasb.data.files import reading
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.progress import progress_enabled
@@ -56,8 +56,9 @@ from st_tasb.teachers import (
     InBatchTeacher,
 )
 from st_tasb.training.collator import TASBDataCollator
-from st_tasb.training.dataset import build_training_dataset
-from st_tasb.training.losses import DualTeacherMarginMSELoss
+from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
+from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
+from st_tasb.training.losses import SIMILARITIES, DualTeacherMarginMSELoss, ScaledSimilarity
 from st_tasb.training.model_card import TASBModelCard, attach_model_card
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
@@ -242,8 +243,19 @@ def train(
     if settings.min_margin is not None:
         table, hard_margin = table.drop_small_margins(settings.min_margin)
         (logger.warning if hard_margin.queries_emptied else logger.info)("hard margin: %s", hard_margin)
-    dataset = build_training_dataset(table, queries, corpus, clusters if settings.topic_aware else None, with_indices=True)
-    loss = _loss(student, inbatch_teacher, settings)
+    topic_clusters = clusters if settings.topic_aware else None
+    if settings.loss == "mnrl":
+        dataset, topics = build_pair_dataset(table, queries, corpus, topic_clusters)
+        inbatch_teacher = None  # the baseline learns from the labels alone
+        batch_sampler: Any = pair_batch_sampler(topics)
+        loss: torch.nn.Module = MultipleNegativesRankingLoss(student, **_mnrl_similarity(settings))
+        collator = None
+    else:
+        dataset = build_training_dataset(table, queries, corpus, topic_clusters, with_indices=True)
+        batch_sampler = partial(TopicAwareBalancedBatchSampler, **settings.sampler_kwargs())
+        loss = _loss(student, inbatch_teacher, settings)
+        collator = TASBDataCollator.for_model(student)
+    student.similarity_fn_name = settings.student_similarity()[0]  # saved with the model: evaluated as trained
 
     if local_files_only is None:
         local_files_only = bool(huggingface_hub.constants.HF_HUB_OFFLINE)
@@ -252,10 +264,10 @@ def train(
 
     trainer = SentenceTransformerTrainer(
         model=student,
-        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR, evaluator),
+        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR, batch_sampler, evaluator),
         train_dataset=dataset,
         loss=loss,
-        data_collator=TASBDataCollator.for_model(student),
+        data_collator=collator,
         callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport()],
         evaluator=evaluator,
     )
@@ -287,15 +299,37 @@ def train(
     )
 
 
+def pair_batch_sampler(topics: dict[str, int] | None) -> Any:
+    """The batch sampler (a class or partial, for the training arguments) of the mnrl loss's (anchor, positive) rows:
+    topic-aware with each anchor's cluster (:func:`~st_tasb.training.dataset.build_pair_dataset`), else random
+    batches with no text twice (sentence-transformers' ``NoDuplicatesBatchSampler``)."""
+    return partial(TopicAwareBatchSampler, clusters=topics) if topics else NoDuplicatesBatchSampler
+
+
 def _loss(
     student: SentenceTransformer, teacher: InBatchTeacher | None, settings: TrainingSettings
 ) -> DualTeacherMarginMSELoss:
-    alpha = settings.alpha if teacher is not None else 0.0
+    terms = {
+        "alpha": settings.alpha if teacher is not None else 0.0,
+        "similarity_fct": ScaledSimilarity(*settings.student_similarity()),
+        "inbatch_loss": settings.inbatch_loss,
+        "contrastive_weight": settings.contrastive_weight,
+        "pairwise_weight": settings.pairwise_weight,
+    }
     if settings.gradcache_mini_batch_size is None:
-        return DualTeacherMarginMSELoss(student, teacher, alpha=alpha)
+        return DualTeacherMarginMSELoss(student, teacher, **terms)
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 
-    return CachedDualTeacherMarginMSELoss(student, teacher, alpha=alpha, mini_batch_size=settings.gradcache_mini_batch_size)
+    return CachedDualTeacherMarginMSELoss(student, teacher, mini_batch_size=settings.gradcache_mini_batch_size, **terms)
+
+
+def _mnrl_similarity(settings: TrainingSettings) -> dict[str, Any]:
+    """MultipleNegativesRankingLoss's score function and scale, as the settings give them."""
+    if settings.gradcache_mini_batch_size is not None:
+        raise ValueError("gradcache_mini_batch_size is for the tas-b loss; for mnrl use sentence-transformers' "
+                         "CachedMultipleNegativesRankingLoss in your own Trainer")
+    name, scale = settings.student_similarity()
+    return {"similarity_fct": SIMILARITIES[name], "scale": scale}
 
 
 RUN_SETTINGS_FILE = "st_tasb_settings.json"
@@ -409,7 +443,7 @@ def _evaluation_arguments(settings: TrainingSettings, evaluator: BaseEvaluator |
 
 
 def _training_arguments(
-    settings: TrainingSettings, checkpoint_dir: Path, evaluator: BaseEvaluator | None = None
+    settings: TrainingSettings, checkpoint_dir: Path, batch_sampler: Any, evaluator: BaseEvaluator | None = None
 ) -> SentenceTransformerTrainingArguments:
     warmup: dict[str, Any] = {"warmup_steps": settings.warmup if settings.warmup < 1 else int(settings.warmup)}
     if settings.warmup < 1 and "warmup_ratio" in {f.name for f in dataclasses.fields(TrainingArguments)}:
@@ -426,7 +460,7 @@ def _training_arguments(
         bf16=settings.bf16,
         seed=settings.seed,
         data_seed=settings.seed,
-        batch_sampler=partial(TopicAwareBalancedBatchSampler, **settings.sampler_kwargs()),
+        batch_sampler=batch_sampler,
         dataloader_drop_last=True,
         dataloader_num_workers=settings.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available() and not runs_on_cpu(settings.cpu),
@@ -459,13 +493,20 @@ def _card(
     if clusters is not None and settings.topic_aware:
         recorded["k"] = clusters.settings.get("k")
         recorded["n_clusters"] = clusters.n_clusters
+    if settings.loss == "mnrl":
+        recorded.update(alpha=None, n_bins=None, balanced=None, inbatch_loss=None, contrastive_weight=None,
+                        pairwise_weight=None)
+        card.teachers = {"none": "loss mnrl learns from the table's (query, positive) rows alone"}
+    else:
+        card.teachers = {
+            "pairwise": _describe_table_teacher(table),
+            "in-batch": _describe_teacher(teacher),
+            **card.teachers,
+        }
+    recorded["similarity"], recorded["similarity_scale"] = settings.student_similarity()
     recorded["steps"] = steps
     card.settings = {**recorded, **card.settings}
-    card.teachers = {
-        "pairwise": _describe_table_teacher(table),
-        "in-batch": _describe_teacher(teacher),
-        **card.teachers,
-    }
+
     n_queries = table.num_queries
     card.data = {**card.data, "training pairs": len(table), "training queries": n_queries}
     if hard_margin is not None:
