@@ -171,6 +171,12 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     assert OptionParser(train_arguments).parse([*required, "--uniform-pairs"]).balanced is False
     assert OptionParser(train_arguments).parse(required).min_margin is None
     assert OptionParser(train_arguments).parse([*required, "--min-margin", "-0.5"]).min_margin == -0.5
+    recipe = OptionParser(train_arguments).parse([*required, "--loss", "mnrl", "--similarity", "cosine", "--similarity-scale",
+                                                  "20", "--inbatch-loss", "kl", "--contrastive-weight", "1", "--pairwise-weight", "0.5"])
+    assert (recipe.loss, recipe.similarity, recipe.similarity_scale, recipe.inbatch_loss, recipe.contrastive_weight,
+            recipe.pairwise_weight) == ("mnrl", "cosine", 20.0, "kl", 1.0, 0.5)
+    with pytest.raises(ConfigError, match="loss must be one of tas-b, mnrl, not 'infonce'"):
+        OptionParser(train_arguments).parse([*required, "--loss", "infonce"])
 
 
 def test_boolean_and_list_options_parse() -> None:

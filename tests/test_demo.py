@@ -111,14 +111,14 @@ def test_demo_default_recipe_is_recorded_with_its_similarity(demo_output: Path) 
     assert card["data"]["recipe"].startswith("st-tasb:") and card["settings"]["similarity"] == "cosine"
 
 
-def test_demo_runs_the_mnrl_baseline(scifact_dir: Path, tmp_path: Path) -> None:
+def test_demo_runs_the_mnrl_baseline(scifact_dir: Path, demo_output: Path, tmp_path: Path) -> None:
     """Guards `st-tasb demo --recipe mnrl-topic`: the baseline trains through the same pipeline on (query, positive)
     rows with topic-aware batches (their composition is reported), no teacher term is logged, and the card says so."""
     output = tmp_path / "mnrl"
     assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--recipe", "mnrl-topic",
-                 "--max-steps", "2"]) == 0
+                 "--max-steps", "3", "--work-dir", str(demo_output / "work")]) == 0  # the teacher's work is reused
     metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["recipe"] == "mnrl-topic" and metrics["steps"] == 2
+    assert metrics["recipe"] == "mnrl-topic" and metrics["steps"] == 3
     assert metrics["batch_composition"]["mean_top_cluster_share"] > 0.9
     log = json.loads((output / "training_log.json").read_text())
     assert all("pairwise" not in entry for entry in log) and any("loss" in entry for entry in log)

@@ -228,6 +228,7 @@ class _TextHashEncoder:
     """A stand-in bi-encoder for index mechanics: one fixed random vector per distinct text (fast, exact)."""
 
     dim = 32
+    similarity_fn_name = "dot"
 
     def encode_document(self, texts: list[str], normalize_embeddings: bool = False, **_: object) -> np.ndarray:
         vectors = np.stack([np.random.default_rng(zlib.crc32(t.encode())).standard_normal(self.dim) for t in texts])
@@ -267,6 +268,10 @@ def test_approximate_indexes_agree_with_flat():
         passages, axis=1
     )
     np.testing.assert_allclose(cosine.scores[:, 0], (exact / norms).max(axis=1), rtol=1e-5)
+    # without similarity=, the model's own score: a model saved as cosine is searched by cosine, a dot one by dot
+    for name, expected in (("cosine", cosine), ("dot", flat)):
+        encoder.similarity_fn_name = name
+        np.testing.assert_allclose(search(encoder, corpus, queries, **common).scores, expected.scores, rtol=1e-5)
 
 
 def test_scores_are_dot_products_with_capped_queries(small_student):

@@ -25,14 +25,15 @@ class DemoArguments:
     batch_size: int | None = option(None, help="queries per batch (default: 32, quick: 16)")
     learning_rate: float | None = option(None, help="peak learning rate (default: 1e-4)")
     recipe: Literal["st-tasb", "paper", "mnrl", "mnrl-topic"] = option(
-        "st-tasb", help="how the student learns: st-tasb (the best measured: topic-aware balanced batches, pairwise "
-        "Margin-MSE, in-batch KL distillation and a contrastive term on the labels, cosine x 20), paper (TAS-Balanced "
+        "st-tasb", help="how the student learns: st-tasb (the best measured: topic-aware batches of balanced pairs, "
+        "in-batch KL distillation and a contrastive term on the labels, cosine x 20), paper (TAS-Balanced "
         "as published), mnrl / mnrl-topic (baselines without a teacher: MultipleNegativesRankingLoss with "
         "NoDuplicatesBatchSampler / topic-aware batches); the options below change one part of it"
     )
     alpha: float | None = option(None, help="weight of the in-batch term (default: the recipe's)")
     inbatch_loss: Literal["margin-mse", "kl"] | None = option(None, help="the in-batch term (default: the recipe's)")
     contrastive_weight: float | None = option(None, help="weight of the contrastive term on the labels (default: the recipe's)")
+    pairwise_weight: float | None = option(None, help="weight of the pairwise Margin-MSE term (default: the recipe's)")
     min_margin: float | None = option(None, help="hard margin: leave out pairs whose teacher margin is below this")
     work_dir: str | None = option(
         None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
@@ -54,7 +55,7 @@ def run(args: DemoArguments) -> int:
 
     config = DemoConfig.quick() if args.quick else DemoConfig()
     config = config.with_recipe(args.recipe)
-    names = ("max_steps", "batch_size", "learning_rate", "alpha", "inbatch_loss", "contrastive_weight", "min_margin",
+    names = ("max_steps", "batch_size", "learning_rate", "alpha", "inbatch_loss", "contrastive_weight", "pairwise_weight", "min_margin",
              "eval_steps", "topic_aware", "balanced")
     config = config.with_training(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.student_layers is not None:

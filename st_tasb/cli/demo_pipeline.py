@@ -100,10 +100,10 @@ _MNRL = {"loss": "mnrl", "similarity": "cosine", "similarity_scale": 20.0, "alph
          "inbatch_loss": "margin-mse", "contrastive_weight": 0.0, "pairwise_weight": 1.0, "balanced": True}
 RECIPES: dict[str, Recipe] = {
     "st-tasb": Recipe(
-        "TAS-Balanced batches and pairs with the labels as well as the teacher: cosine x 20 student, pairwise "
-        "Margin-MSE, in-batch KL distillation and a contrastive term on the labels",
+        "topic-aware batches of margin-balanced (query, positive, negative) rows; in-batch KL distillation from the "
+        "teacher's scores plus a contrastive term on the labels, no pairwise Margin-MSE; cosine x 20 student",
         {"loss": "tas-b", "similarity": "cosine", "similarity_scale": 20.0, "alpha": 1.0, "inbatch_loss": "kl",
-         "contrastive_weight": 1.0, "pairwise_weight": 1.0, "topic_aware": True, "balanced": True},
+         "contrastive_weight": 1.0, "pairwise_weight": 0.0, "topic_aware": True, "balanced": True},
         teacher_scale=20.0,
     ),
     "paper": Recipe(
