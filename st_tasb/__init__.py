@@ -34,10 +34,11 @@ if TYPE_CHECKING:
     from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
     from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
     from st_tasb.training.collator import TASBDataCollator
-    from st_tasb.training.dataset import build_training_dataset
+    from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
     from st_tasb.training.fit import fit
     from st_tasb.training.losses import (
         DualTeacherMarginMSELoss,
+        ScaledSimilarity,
         dual_teacher_margin_mse,
     )
     from st_tasb.training.sampler import PairIndex, TopicAwareBalancedBatchSampler
@@ -52,12 +53,12 @@ _MODULES = {
     "st_tasb.training.cached_losses": ("CachedDualTeacherMarginMSELoss",),
     "st_tasb.prepare.clusters": ("QueryClusters",),
     "st_tasb.training.collator": ("TASBDataCollator",),
-    "st_tasb.training.dataset": ("build_training_dataset",),
+    "st_tasb.training.dataset": ("build_pair_dataset", "build_training_dataset"),
     "st_tasb.training.fit": ("fit",),
     "st_tasb.retrieval.evaluation": ("evaluate_model",),
     "st_tasb.retrieval.evaluator": ("RetrievalEvaluator",),
     "st_tasb.retrieval.search": ("SearchSettings", "retrieve"),
-    "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "dual_teacher_margin_mse"),
+    "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "ScaledSimilarity", "dual_teacher_margin_mse"),
     "st_tasb.retrieval.metrics": ("evaluate_run",),
     "st_tasb.prepare.mining": ("mine_candidates",),
     "st_tasb.prepare.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
@@ -100,6 +101,7 @@ __all__ = [
     "PseudoQueries",
     "QueryClusters",
     "RetrievalEvaluator",
+    "ScaledSimilarity",
     "SearchSettings",
     "TASBDataCollator",
     "TeacherScoreTable",
@@ -108,6 +110,7 @@ __all__ = [
     "TopicAwareBatchSampler",
     "TrainingSettings",
     "UnknownIdError",
+    "build_pair_dataset",
     "build_training_dataset",
     "dual_teacher_margin_mse",
     "evaluate_model",

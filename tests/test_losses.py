@@ -149,6 +149,11 @@ def test_the_similarity_is_recorded_and_checked() -> None:
         DualTeacherMarginMSELoss(None, alpha=0.0, inbatch_loss="listnet")
     with pytest.raises(ValueError, match="contrastive_weight must be a finite number >= 0"):
         DualTeacherMarginMSELoss(None, alpha=0.0, contrastive_weight=-1.0)
+    with pytest.raises(ValueError, match="the loss has no term left"):
+        DualTeacherMarginMSELoss(None, alpha=0.0, pairwise_weight=0.0)
+    parts = dual_teacher_margin_mse(torch.eye(2), torch.eye(2), torch.zeros(2, 2), torch.zeros(2), pairwise_weight=0.0,
+                                    contrastive_weight=1.0)
+    assert set(parts) == {"contrastive"}  # a term of weight 0 is neither computed nor logged
 
 
 def test_in_batch_term_ignores_the_own_negative_and_row_offsets() -> None:

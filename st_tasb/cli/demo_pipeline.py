@@ -511,7 +511,7 @@ def _dev_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
-def encoding_speed(model: SentenceTransformer, corpus: TextStore, n_passages: int = 256, batch_size: int = 64) -> float:
+def encoding_speed(model: SentenceTransformer, corpus: TextStore, n_passages: int = 128, batch_size: int = 64) -> float:
     """Passages per second that ``model`` encodes (the first ``n_passages`` of ``corpus``, after one warm-up batch)."""
     texts = corpus.texts(np.arange(min(n_passages, len(corpus))))
     model.encode(texts[:batch_size], batch_size=batch_size)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from st_tasb.training.sampler import PairIndex
 from st_tasb.training.settings import TrainingSettings
 
-LOSS_KEYS = ("loss", "pairwise", "in_batch")
+LOSS_KEYS = ("loss", "pairwise", "in_batch", "contrastive")
 """Log entries drawn by :func:`plot_loss_curves`: the total loss and the dual-teacher components."""
 
 
@@ -99,7 +99,7 @@ def plot_margins(
 
 
 def plot_loss_curves(log_history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """The training loss and its pairwise / in-batch components against the step.
+    """The training loss and its components (pairwise, in-batch, contrastive: those logged) against the step.
 
     Args:
         log_history: the Trainer's log entries (``trainer.state.log_history``).

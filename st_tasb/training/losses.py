@@ -51,6 +51,8 @@ TASB_CITATION = """
 }
 """
 
+_NO_TERM = ("the loss has no term left: give pairwise_weight or contrastive_weight a value above 0, or alpha with an "
+            "in-batch teacher")
 _COLLATOR_HINT = "pass data_collator=TASBDataCollator.for_model(model) to the SentenceTransformerTrainer"
 
 
@@ -195,12 +197,13 @@ def dual_teacher_margin_mse(
         pairwise_weight: weight of the pairwise term (1, the paper); 0 leaves it out.
 
     Returns:
-        ``{"pairwise": pairwise_weight * L_pair}``, plus ``"in_batch": alpha * L_inb`` when there is an in-batch term and
-        ``"contrastive": contrastive_weight * L_con`` when that weight is not 0. The components sum to the loss.
+        ``{"pairwise": pairwise_weight * L_pair}`` (when that weight is not 0), ``"in_batch": alpha * L_inb`` when
+        there is an in-batch term, and ``"contrastive": contrastive_weight * L_con`` when that weight is not 0. The
+        components sum to the loss.
 
     Raises:
-        ValueError: if the shapes do not fit together, naming them, ``alpha`` or ``contrastive_weight`` is not a
-            finite number >= 0, or ``inbatch_loss`` is unknown.
+        ValueError: if the shapes do not fit together, naming them, a weight is not a finite number >= 0, no term
+            is left, or ``inbatch_loss`` is unknown.
 
     Example:
         >>> q, p, n = torch.eye(2), torch.eye(2) * 2, torch.zeros(2, 2)
@@ -229,7 +232,9 @@ def dual_teacher_margin_mse(
     own = torch.arange(batch_size, device=scores.device)
     student_margin = scores[own, own] - scores[own, own + batch_size]
     margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
-    components = {"pairwise": pairwise_weight * ((student_margin - margin) ** 2).mean()}
+    components = {}
+    if pairwise_weight != 0:
+        components["pairwise"] = pairwise_weight * ((student_margin - margin) ** 2).mean()
     if inbatch_scores is not None and alpha != 0:
         if tuple(inbatch_scores.shape) != (batch_size, 2 * batch_size):
             raise ValueError(
@@ -241,6 +246,8 @@ def dual_teacher_margin_mse(
         components["in_batch"] = alpha * term(scores, inbatch_scores)
     if contrastive_weight != 0:
         components["contrastive"] = contrastive_weight * in_batch_contrastive(scores)
+    if not components:
+        raise ValueError(_NO_TERM)
     return components
 
 
@@ -335,6 +342,8 @@ class DualTeacherMarginMSELoss(nn.Module):
         check_alpha(contrastive_weight, "contrastive_weight")
         check_alpha(pairwise_weight, "pairwise_weight")
         check_inbatch_loss(inbatch_loss)
+        if pairwise_weight == 0 and contrastive_weight == 0 and (inbatch_teacher is None or alpha == 0):
+            raise ValueError(_NO_TERM)
         if inbatch_teacher is None and alpha > 0:
             raise ValueError(f"alpha={alpha} weighs an in-batch term, but no inbatch_teacher was given")
         if inbatch_teacher is not None:
