@@ -144,8 +144,9 @@ def test_config_file_values_are_used_and_flags_override_them(tmp_path: Path, cap
 
 
 def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
-    """Guards config validation: an unknown key or a value of the wrong type is an error naming file and key,
-    not a silently ignored setting."""
+    """Guards config validation: an unknown key, a key set twice (YAML and JSON would keep the last value), two
+    spellings of one option, a missing file or a value of the wrong type is an error naming file and key, not a
+    silently ignored setting."""
     train_arguments = load_command("train").arguments
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("batch_sise: 32\n")
@@ -155,6 +156,20 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     wrong.write_text(json.dumps({"batch_size": "many"}))
     with pytest.raises(ConfigError, match=r"wrong\.json: argument --batch_size/--batch-size: invalid int value: 'many'"):
         OptionParser(train_arguments).parse(["--config", str(wrong), "--table", "t", "--data", "d"])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("batch_size: 8\nlearning_rate: 1e-4\nbatch_size: 16\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'batch_size' is set twice \(lines 1 and 3\)"):
+        load_config(twice, train_arguments)
+    twice_json = tmp_path / "twice.json"
+    twice_json.write_text('{"alpha": 0.5, "alpha": 1.0}')
+    with pytest.raises(ConfigError, match=r"twice\.json: key 'alpha' is set twice"):
+        load_config(twice_json, train_arguments)
+    spelled_twice = tmp_path / "spelled.yaml"
+    spelled_twice.write_text("batch_size: 8\nbatch-size: 16\n")
+    with pytest.raises(ConfigError, match=r"spelled\.yaml: key 'batch-size' sets the option 'batch_size', which another"):
+        load_config(spelled_twice, train_arguments)
+    with pytest.raises(ConfigError, match=r"--config .*missing\.yaml: no such file"):
+        OptionParser(train_arguments).parse(["--config", str(tmp_path / "missing.yaml")])
     nulled = tmp_path / "nulled.yaml"
     nulled.write_text("batch_size: null\n")
     with pytest.raises(ConfigError, match=r"nulled\.yaml: key 'batch_size' may not be null"):

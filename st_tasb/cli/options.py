@@ -171,9 +171,9 @@ def load_config(path: str | Path, arguments: type) -> dict[str, Any]:
         Field name -> value as the file holds it.
 
     Raises:
-        FileNotFoundError: if the file does not exist.
-        ConfigError: for another suffix, a file that does not parse or is not a mapping, or an unknown key
-            (naming it and listing the valid keys).
+        ConfigError: for a missing file, another suffix, a file that does not parse or is not a mapping, a key set
+            twice (the parsers would keep the last value silently), or an unknown key (naming it and listing the valid
+            keys).
 
     Example:
         >>> import tempfile
@@ -187,12 +187,17 @@ def load_config(path: str | Path, arguments: type) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise ConfigError(f"--config {path}: no such file")
     if path.suffix.lower() not in CONFIG_SUFFIXES:
         raise ConfigError(f"{path}: a config file must end in {', '.join(CONFIG_SUFFIXES)}")
     text = path.read_text(encoding="utf-8")
     try:
-        content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".json":
+            content = json.loads(text, object_pairs_hook=_unique_json_keys)
+        else:
+            content = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _RepeatedKey as error:
+        raise ConfigError(f"{path}: {error}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot be parsed: {error}") from None
     if content is None:
@@ -208,8 +213,36 @@ def load_config(path: str | Path, arguments: type) -> dict[str, Any]:
             name, value = ablated, not value
         if name not in names:
             raise ConfigError(f"{path}: unknown key {key!r}; valid keys are: {', '.join(sorted(names))}")
+        if name in values:
+            raise ConfigError(f"{path}: key {key!r} sets the option {name!r}, which another key of the file already sets")
         values[name] = value
     return values
+
+
+class _RepeatedKey(ValueError):
+    """A config file sets a key twice (the parsers would silently keep the last value)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (naming it and both lines)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _RepeatedKey(f"key {key!r} is set twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise _RepeatedKey(f"key {repeated[0]!r} is set twice")
+    return dict(pairs)
 
 
 def config_tokens(path: str | Path, arguments: type) -> list[str]:
