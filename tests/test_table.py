@@ -189,6 +189,27 @@ def test_malformed_line_is_reported_with_file_and_line(lines, bad_line, phrase, 
     assert not list((tmp_path / "cache").glob("*")), "a failed read must leave no (partial) cache file"
 
 
+def test_a_negative_that_is_its_own_positive_is_refused_everywhere(tmp_path: Path) -> None:
+    """Guards against rows whose negative is their positive: from_tsv names file:line (also when the Arrow cache is
+    reused), training refuses a table built in memory naming the row, and scoring refuses such candidates."""
+    from st_tasb.prepare.scoring import score_candidates
+    from st_tasb.teachers import PrecomputedTeacher
+    from st_tasb.training.dataset import build_training_dataset
+
+    path = tmp_path / "scores.tsv"
+    path.write_text("9.5\t2.5\t1\t10\t11\n3.0\t3.0\t1\t10\t10\n4.0\t1.0\t2\t20\t21\n")
+    for attempt in range(2):  # the second call reopens the cached Arrow file
+        with pytest.raises(DataFormatError, match=rf"{path}:2: the negative 10 is the positive of the same row \(1 such"):
+            _read(path, tmp_path)
+    table = TeacherScoreTable.from_margins(["q1", "q2"], ["d1", "d2"], ["d2", "d2"], [1.0, 0.0])
+    stores = (TextStore.from_records([("q1", "a"), ("q2", "b")]), TextStore.from_records([("d1", "x"), ("d2", "y")]))
+    with pytest.raises(DataFormatError, match="row 1: the negative 'd2' is the positive"):
+        build_training_dataset(table, *stores)
+    pairs = Dataset.from_dict({"query_id": ["q1", "q2"], "positive_id": ["d1", "d2"], "negative_id": ["d2", "d2"]})
+    with pytest.raises(ValueError, match="pairs row 1: the negative 'd2' is the positive of the same row"):
+        score_candidates(PrecomputedTeacher([0], [0], [1.0]), pairs, *stores, tmp_path / "shards")
+
+
 def test_empty_file_is_reported(tmp_path: Path) -> None:
     """Guards against an empty teacher file giving an empty table instead of an error naming the file."""
     path = tmp_path / "empty.tsv"

@@ -55,7 +55,7 @@ from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
-from st_tasb.prepare.table import TeacherScoreTable
+from st_tasb.prepare.table import TeacherScoreTable, same_passage_rows
 from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
 from st_tasb.teachers.base import PairScorer
 
@@ -172,6 +172,10 @@ def score_candidates(
     if missing:
         raise ValueError(f"pairs need columns query_id, positive_id, negative_id; missing {sorted(missing)}")
     columns = {name: rows(pairs).column(name) for name in ("query_id", "positive_id", "negative_id")}
+    same = same_passage_rows(columns["positive_id"], columns["negative_id"])
+    if len(same):
+        raise ValueError(f"pairs row {same[0]}: the negative {columns['negative_id'][int(same[0])].as_py()!r} is the "
+                         f"positive of the same row ({len(same)} such row(s)); a teacher's margin of 0 there says nothing")
     pair_queries, pair_docs, positive_pair, negative_pair = distinct_pairs(
         queries.positions(columns["query_id"]),
         corpus.positions(columns["positive_id"]),

@@ -318,7 +318,8 @@ class TeacherScoreTable:
             FileNotFoundError: if ``path`` does not exist.
             DataFormatError: naming ``file:line`` for up to five malformed lines (wrong number of
                 fields, a score that is empty, not a number or not finite, an empty id) with the
-                total count of malformed lines; nothing is skipped.
+                total count of malformed lines; nothing is skipped. Also for a line whose negative is its
+                positive (:meth:`check_negatives`).
 
         Example:
             >>> import pathlib, tempfile
@@ -343,7 +344,9 @@ class TeacherScoreTable:
         if not cached.is_file():
             cache_dir.mkdir(parents=True, exist_ok=True)
             _tsv_to_arrow(path, cached, show_progress_bar)
-        return cls(Dataset.from_file(str(cached)), source=path)
+        table = cls(Dataset.from_file(str(cached)), source=path)
+        table.check_negatives()
+        return table
 
     # ------------------------------------------------------------------ persistence
 
@@ -588,6 +591,38 @@ class TeacherScoreTable:
     def where(self, row: int) -> str:
         """Where row ``row`` came from: ``file:line`` of the TSV it was read from, else ``row N``."""
         return f"{self.source}:{row + 1}" if self.source else f"row {row}"
+
+    def check_negatives(self) -> None:
+        """Refuse a row whose negative is its positive (its margin says nothing, and in a batch the passage would be a
+        negative of its own query).
+
+        Raises:
+            DataFormatError: naming the first such row (``file:line`` for a TSV) and how many there are.
+
+        Example:
+            >>> TeacherScoreTable.from_margins(["q1", "q1"], ["d1", "d2"], ["d3", "d2"], [1.0, 0.0]).check_negatives()
+            Traceback (most recent call last):
+            ...
+            st_tasb.data.beir.DataFormatError: row 1: the negative 'd2' is the positive of the same row (1 such row(s) in the table)
+        """
+        same = same_passage_rows(rows(self.dataset).column("positive_id"), rows(self.dataset).column("negative_id"))
+        if len(same):
+            passage = self.dataset[int(same[0])]["negative_id"]
+            raise DataFormatError(
+                f"{self.where(int(same[0]))}: the negative {passage!r} is the positive of the same row "
+                f"({len(same)} such row(s) in the table)"
+            )
+
+
+def same_passage_rows(positive_ids: pa.ChunkedArray | pa.Array, negative_ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The rows whose negative id equals their positive id.
+
+    Example:
+        >>> same_passage_rows(pa.array([1, 2, 3]), pa.array([4, 2, 3])).tolist()
+        [1, 2]
+    """
+    equal = pc.equal(positive_ids, negative_ids)
+    return np.flatnonzero(pc.fill_null(equal, False).to_numpy(zero_copy_only=False))
 
 
 # ---------------------------------------------------------------------- array helpers

@@ -90,8 +90,10 @@ def build_training_dataset(
         ValueError: naming queries of the table that have no cluster, or the first (query, positive, negative)
             pair that the table holds twice (it would be drawn twice as often): deduplicate the table first
             (:meth:`~st_tasb.prepare.table.TeacherScoreTable.deduplicate`).
+        st_tasb.data.beir.DataFormatError: naming the first row whose negative is its positive.
     """
     data = table.dataset.data
+    table.check_negatives()
 
     def positions(store: TextStore, column: str) -> np.ndarray:
         found = store.positions(data.column(column), missing="mask")
