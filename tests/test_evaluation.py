@@ -166,15 +166,25 @@ def test_read_trec_run_names_file_and_line(tmp_path, line, message):
 
 
 def test_write_trec_run_rejects_unwritable_entries(tmp_path):
-    """Guards against run files that could not be read back (ids with spaces, NaN scores, bad tags)."""
+    """Guards against run files that could not be read back (ids with spaces, NaN scores, bad tags), against a
+    failed write leaving a partial file behind (or replacing an earlier run), and against an empty run file being
+    scored as zeros."""
     with pytest.raises(ValueError, match="document id"):
         write_trec_run({"q": {"two words": 1.0}}, tmp_path / "r")
     with pytest.raises(ValueError, match="not finite"):
-        write_trec_run({"q": {"d": float("nan")}}, tmp_path / "r")
+        write_trec_run({"a": {"d": 1.0}, "b": {"d": float("nan")}}, tmp_path / "r")  # fails after writing query a
     with pytest.raises(ValueError, match="run tag"):
         write_trec_run({"q": {"d": 1.0}}, tmp_path / "r", tag="")
+    assert list(tmp_path.iterdir()) == []  # no partial file, under its name or another
+    write_trec_run({"q": {"d": 1.0}}, tmp_path / "r")
+    with pytest.raises(ValueError, match="not finite"):
+        write_trec_run({"q": {"d": float("nan")}}, tmp_path / "r")
+    assert read_trec_run(tmp_path / "r") == {"q": {"d": 1.0}} and [p.name for p in tmp_path.iterdir()] == ["r"]
     with pytest.raises(FileNotFoundError):
         read_trec_run(tmp_path / "missing.trec")
+    (tmp_path / "empty.trec").write_text("\n")
+    with pytest.raises(DataFormatError, match="empty.trec: the run file holds no result line"):
+        read_trec_run(tmp_path / "empty.trec")
 
 
 # ---------------------------------------------------------------------------------------------- retrieval

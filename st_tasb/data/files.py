@@ -72,4 +72,30 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise PermissionError(f"{what} {folder} cannot be written: no write permission in {existing}")
 
 
-__all__ = ["CorruptFileError", "check_writable", "reading"]
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Write a file under a temporary name beside ``path`` and give it ``path``'s name only when the block succeeds.
+
+    A crash, a full disk or an error inside the block never leaves a half-written file under ``path`` (nor
+    replaces an earlier one): the temporary file is removed on an error, and a killed process leaves only a
+    ``.NAME.partial-PID`` file, which no reader takes for ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "run.trec"
+        >>> with replacing(target) as partial:
+        ...     _ = partial.write_text("q1 Q0 d1 1 2.0 st-tasb\\n")
+        >>> target.read_text()[:2], sorted(p.name for p in target.parent.iterdir())
+        ('q1', ['run.trec'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+__all__ = ["CorruptFileError", "check_writable", "reading", "replacing"]

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from st_tasb.data.beir import DataFormatError, text_lines
+from st_tasb.data.files import replacing
 
 Run = dict[str, dict[str, float]]
 """A retrieval run: query id -> document id -> score (higher is better)."""
@@ -67,14 +68,15 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "st-tasb") -> None:
         path: the file to write (parent folders are created).
         tag: the run name of the last column.
 
+    The file is written under a temporary name and renamed when complete: an error or a crash never leaves a
+    partial run under ``path``.
+
     Raises:
         ValueError: if the tag or an id is empty or contains whitespace, or a score is not finite
             (such lines could not be read back).
     """
     _check_token(tag, "the run tag")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with replacing(path) as partial, partial.open("w", encoding="utf-8") as handle:
         for qid in sorted(run):
             _check_token(qid, "query id")
             for rank, (docid, score) in enumerate(ranked(run[qid]), start=1):
@@ -94,7 +96,8 @@ def read_trec_run(path: str | Path) -> Run:
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         DataFormatError: naming ``file:line`` for a line without six fields, a rank that is not an
-            integer, a score that is not a finite number, or a document listed twice for one query.
+            integer, a score that is not a finite number, or a document listed twice for one query; and for a
+            file with no line at all (an empty run scores every query as zero).
     """
     run: Run = {}
     for line_number, line in text_lines(path, "run file"):
@@ -117,6 +120,8 @@ def read_trec_run(path: str | Path) -> Run:
         if docid in docs:
             raise DataFormatError(f"{where}: document {docid!r} is listed twice for query {qid!r}")
         docs[docid] = value
+    if not run:
+        raise DataFormatError(f"{path}: the run file holds no result line; expected lines 'qid Q0 docid rank score tag'")
     return run
 
 
