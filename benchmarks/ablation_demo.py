@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="start from the quick demo settings")
     parser.add_argument("--max-steps", type=int, help="training steps of every run (default: the demo's)")
     parser.add_argument("--reference-runs", metavar="DIR",
-                        help="take TAS-Balanced runs missing from OUTPUT from this earlier ablation's output folder "
-                        "(DIR/tas-balanced/seedN), as they are; the report names every run so taken")
+                        help="take the reference runs (the recipe with topic-aware batches and balanced pairs) missing "
+                        "from OUTPUT from this folder of earlier runs (DIR/seedN, e.g. recipes/st-tasb or an earlier "
+                        "ablation's tas-balanced), as they are; the report names every run so taken")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the seeds whose runs of every variant are finished")
     args = parser.parse_args()

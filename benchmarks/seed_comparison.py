@@ -77,8 +77,9 @@ def run_variants(
         configs: variant name -> :class:`~st_tasb.cli.demo_pipeline.DemoConfig`.
         seeds: the training seeds.
         report_only: run nothing; take the finished runs only.
-        earlier_runs: variant -> an earlier output folder whose finished runs of that variant are taken as they
-            are when OUTPUT has none (their settings are not compared: the caller vouches for them).
+        earlier_runs: variant -> a folder of earlier finished runs of that variant (``seed<N>`` subfolders, e.g.
+            ``recipes/st-tasb``), taken as they are when OUTPUT has none (their settings are not compared: the caller
+            vouches for them).
 
     Returns:
         The results, the untrained student's and the teacher's dev metrics, and the folders of the runs taken
@@ -91,7 +92,7 @@ def run_variants(
         for variant, config in configs.items():
             run_dir = output / variant / f"seed{seed}"
             metrics = finished_run(run_dir, seed, config)
-            earlier = Path((earlier_runs or {}).get(variant, "")) / variant / f"seed{seed}"
+            earlier = Path((earlier_runs or {}).get(variant, "")) / f"seed{seed}"
             if metrics is None and variant in (earlier_runs or {}) and (earlier / "runs" / "dev-student-after.trec").is_file():
                 metrics, run_dir = finished_run(earlier, seed), earlier
                 reused.append(str(earlier))
