@@ -101,7 +101,7 @@ def run_variants(
                 continue
             if metrics is None:
                 metrics = run_demo(data, run_dir, seed=seed, config=config, work_dir=output / "work",
-                                   show_progress_bar=False).metrics
+                                   show_progress_bar=False, overwrite=True).metrics  # a run folder of its own
             runs.add(variant, seed, metrics["dev"]["student_after"], run_dir / "runs" / "dev-student-after.trec")
             fixed = {"before training": metrics["dev"]["student_before"], "teacher": metrics["dev"]["teacher"]}
             print(f"{variant} seed {seed}: dev ndcg@10 {metrics['dev']['student_after']['ndcg@10']:.4f} "

@@ -97,8 +97,60 @@ def test_the_cli_names_damaged_candidates_and_never_replaces_a_users_files(
     (other / "README.md").write_text("my notes")
     code = main(["train", "--table", "t", "--data", str(scifact_dir), "--student", "s", "--output", str(other),
                  "--random-batches"])
-    assert code == 2 and "holds other files (README.md); choose an empty or new folder" in capsys.readouterr().err
+    assert code == 2 and "holds files that st-tasb did not write (README.md)" in capsys.readouterr().err
     assert (other / "README.md").read_text() == "my notes"
+
+
+@pytest.mark.parametrize(("command", "own_file", "users_file"), [
+    ("mine", "mining.json", "pairs.parquet"),
+    ("score", "teacher_score_table.json", "data-00000-of-00001.arrow"),
+    ("demo", "st_tasb_demo.json", "metrics.json"),
+])
+def test_no_command_replaces_a_users_files_in_its_output(command: str, own_file: str, users_file: str, tmp_path: Path,
+                                                        scifact_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """Guards the README's promise for mine, score and demo: an --output folder holding a user's file where the
+    command would write its own (beside notes.txt) is refused before any work, and the file is left untouched; a
+    folder the command wrote (its record file) is not refused."""
+    from st_tasb.data.files import check_output_folder
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / users_file).write_text("mine")
+    (output / "notes.txt").write_text("notes")
+    arguments = {
+        "mine": ["mine", "--data", str(scifact_dir), "--output", str(output)],
+        "score": ["score", "--candidates", str(tmp_path / "c.parquet"), "--data", str(scifact_dir), "--teachers", "x",
+                  "--output", str(output)],
+        "demo": ["demo", "--data", str(scifact_dir), "--output", str(output), "--quick"],
+    }[command]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert f"{output}/ holds files that st-tasb did not write (" in error and users_file in error and "notes.txt" in error
+    assert (output / users_file).read_text() == "mine"
+    (output / own_file).write_text("{}")
+    check_output_folder(output, own_file, "--output")  # its own folder: accepted
+
+
+def test_train_refuses_to_restart_over_checkpoints_or_replace_a_trained_model(
+    tmp_path: Path, scifact_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Guards train --output after a kill -9 (checkpoints, no model): the same command without --resume stops and
+    says to add --resume or --overwrite, instead of training from step 0 over the checkpoints; a folder holding a
+    finished model is not replaced without --overwrite."""
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (unfinished / "checkpoints" / "checkpoint-6").mkdir()
+    base = ["train", "--table", "t", "--data", str(scifact_dir), "--student", "s", "--random-batches"]
+    assert main([*base, "--output", str(unfinished)]) == 2
+    error = capsys.readouterr().err
+    assert "holds the checkpoints of an unfinished run (latest: checkpoint-6): add --resume" in error
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "tas_balanced.json").write_text("{}")
+    assert main([*base, "--output", str(finished)]) == 2
+    assert "holds a model trained earlier" in capsys.readouterr().err
+    assert main([*base, "--output", str(finished), "--overwrite"]) == 2  # gets past the check: the table is missing
+    assert "holds a model" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["mine", "score", "cluster"])

@@ -38,6 +38,7 @@ class DemoArguments:
     work_dir: str | None = option(
         None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
     )
+    overwrite: bool = option(False, help="write into an --output folder that holds files the demo did not write")
     eval_steps: int | None = option(None, help="also evaluate on the dev queries every N steps (the dev curve, plots/dev_curve.png)")
     topic_aware: bool | None = option(
         None, help="batches of one topic cluster (the recipe's default); off (--random-batches, the ablation): random queries"
@@ -60,7 +61,8 @@ def run(args: DemoArguments) -> int:
     config = config.with_training(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
     if args.student_layers is not None:
         config = replace(config, student_layers=tuple(args.student_layers))
-    result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir)
+    result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir,
+                      overwrite=args.overwrite)
     dev = result.metrics["dev"]
     print(f"dev ({result.metrics['queries']['dev']} queries)        " + "  ".join(f"{m:>11}" for m in dev["student_after"]))
     for name, values in dev.items():

@@ -43,6 +43,7 @@ from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, Qrels, load_beir
+from st_tasb.data.files import check_output_folder
 from st_tasb.data.models import default_device
 from st_tasb.data.runs import read_trec_run, write_trec_run
 from st_tasb.data.texts import TextStore
@@ -122,6 +123,8 @@ RECIPES: dict[str, Recipe] = {
 }
 """The demo's recipes: st-tasb's best (the default), the paper's, and the baselines without a teacher."""
 DEFAULT_RECIPE = "st-tasb"
+DEMO_RECORD = "st_tasb_demo.json"
+"""Written first into a demo's output folder (seed, data, settings): marks the folder as the demo's own."""
 DEV_RUNS = ("student_before", "student_after", "teacher")
 """The dev evaluations of a demo run, in the order metrics.json and the card list them."""
 
@@ -257,6 +260,7 @@ def run_demo(
     split: str = "train",
     work_dir: str | Path | None = None,
     show_progress_bar: bool = True,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Run the whole pipeline offline and write the model, ``metrics.json``, runs and plots to ``output_dir``.
 
@@ -272,6 +276,8 @@ def run_demo(
             share it (other seeds, ablations) reuse them. Their folders are named after the settings that
             determine them.
         show_progress_bar: show progress bars.
+        overwrite: write into an ``output_dir`` that holds files the demo did not write (it records itself in
+            ``st_tasb_demo.json`` first, so a demo's own folder is always accepted again).
 
     Returns:
         A :class:`DemoResult`.
@@ -279,10 +285,13 @@ def run_demo(
     Raises:
         FileNotFoundError, st_tasb.data.beir.DataFormatError: for a missing or malformed BEIR folder.
         ValueError: if the split leaves too few queries to train on.
+        FileExistsError: if ``output_dir`` holds files the demo did not write, and not ``overwrite``.
         ImportError: without the ``demo`` extra (``pip install st-tasb[demo]``).
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig())
     output_dir = Path(output_dir)
+    check_output_folder(output_dir, DEMO_RECORD, "the demo's output folder", overwrite=overwrite)
+    _write_json(output_dir / DEMO_RECORD, {"seed": seed, "data": str(data_dir), "config": dataclasses.asdict(config)})
     work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
     clock = _Clock()
     inputs = prepare_demo(data_dir, config, seed=seed, split=split, work_dir=work_dir,

@@ -27,6 +27,7 @@ class MineArguments:
 
     data: str = option(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     output: str = option(help=f"output folder; receives {PAIRS_FILE} (query_id, positive_id, negative_id) and {SUMMARY_FILE}")
+    overwrite: bool = option(False, help="write into an --output folder that holds files st-tasb did not write (they may be replaced)")
     split: str = option("train", help="qrels split whose queries are mined (their judged documents are the positives)")
     sources: list[str] = option(  # noqa: RUF009 (option() makes a dataclass field)
         ("bm25",), help="where negatives come from: bm25, dense, or both (merged rank by rank)", metavar="{bm25,dense}"
@@ -56,9 +57,9 @@ class MineArguments:
 
 def run(args: MineArguments) -> int:
     """Mine the candidates, write them to the output folder and print a summary."""
-    from st_tasb.data.files import check_writable
+    from st_tasb.data.files import check_output_folder
 
-    check_writable(args.output, "--output")  # before the work, not after it
+    check_output_folder(args.output, SUMMARY_FILE, "--output", overwrite=args.overwrite)  # before the work
     from st_tasb.data.beir import write_beir
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.mining import mine_candidates

@@ -27,6 +27,7 @@ class ScoreArguments:
         metavar="MODEL",
     )
     output: str = option(help="folder for the teacher score table (TeacherScoreTable.save)")
+    overwrite: bool = option(False, help="write into an --output folder that holds files st-tasb did not write (they may be replaced)")
     split: str = option("train", help="qrels split of the BEIR folder (only its texts are used)")
     teacher_type: Literal["cross-encoder", "bi-encoder"] = option(
         "cross-encoder", help="how unprefixed --teachers are used"
@@ -60,9 +61,10 @@ def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
 
 def run(args: ScoreArguments) -> int:
     """Score the candidates with the teacher(s), save the table and print its statistics."""
-    from st_tasb.data.files import check_writable
+    from st_tasb.data.files import check_output_folder
+    from st_tasb.prepare.table import TABLE_RECORD
 
-    check_writable(args.output, "--output")  # before the work, not after it
+    check_output_folder(args.output, TABLE_RECORD, "--output", overwrite=args.overwrite)  # before the work
     from datasets import Dataset
 
     from st_tasb.data.beir import load_beir

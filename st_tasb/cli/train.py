@@ -41,7 +41,10 @@ class TrainArguments(TrainingSettings):
         "patience) and at the end, in the card"
     )
     eval_split: str = option("dev", help="qrels split of --eval-data")
-    overwrite: bool = option(False, help="train into an --output folder that holds other files (they may be replaced)")
+    overwrite: bool = option(
+        False, help="train into an --output folder that holds other files, a model trained earlier or the checkpoints "
+        "of an unfinished run (all may be replaced)"
+    )
     duplicates: Literal["error", "first", "mean"] = option(
         "error", help="a (query, positive, negative) pair listed twice in --table: error (naming its lines), or keep "
         "the first row, or one row with the mean scores"
@@ -63,7 +66,7 @@ def run(args: TrainArguments) -> int:
         train,
     )
 
-    _check_output(Path(args.output), args.resume or args.overwrite)
+    _check_output(Path(args.output), args.resume, args.overwrite)
     if args.loss == "mnrl" and args.inbatch_teacher != "none":
         raise ValueError("--loss mnrl learns from the labels alone: drop --inbatch-teacher, or train with --loss tas-b")
     if args.clusters is None and args.topic_aware:
@@ -121,16 +124,29 @@ def run(args: TrainArguments) -> int:
     return 0
 
 
-def _check_output(output: Path, allowed: bool) -> None:
-    """Refuse a non-empty --output that is not an st-tasb model folder (its files, e.g. a README, would be replaced)."""
-    if allowed or not output.is_dir() or not any(output.iterdir()):
+def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an --output that would replace something of the user's without being asked: a folder of other files,
+    a model trained there before, or the checkpoints of an unfinished run (which --resume continues)."""
+    from st_tasb.data.files import check_output_folder, check_writable
+    from st_tasb.training.model_card import CARD_DATA_FILE
+    from st_tasb.training.trainer import CHECKPOINTS_DIR
+
+    if overwrite or not output.is_dir():
+        check_writable(output, "--output")
         return
-    if (output / "tas_balanced.json").is_file() or (output / "checkpoints").is_dir():
-        return  # an earlier st-tasb run: its model is replaced, as training again asks
-    raise ValueError(
-        f"--output {output} holds other files ({', '.join(sorted(p.name for p in output.iterdir())[:5])}); "
-        "choose an empty or new folder, or add --overwrite"
-    )
+    checkpoints = sorted(p.name for p in (output / CHECKPOINTS_DIR).glob("checkpoint-*")) if not resume else []
+    if checkpoints:
+        raise FileExistsError(
+            f"--output {output} holds the checkpoints of an unfinished run (latest: {checkpoints[-1]}): add --resume to "
+            "continue it, or --overwrite to train from the start (its checkpoints will be replaced)"
+        )
+    if (output / CARD_DATA_FILE).is_file() and not resume:
+        raise FileExistsError(
+            f"--output {output} holds a model trained earlier ({CARD_DATA_FILE} records its settings): choose another "
+            "--output, or add --overwrite to replace it"
+        )
+    marker = CHECKPOINTS_DIR if (output / CHECKPOINTS_DIR).is_dir() else CARD_DATA_FILE
+    check_output_folder(output, marker, "--output")
 
 
 COMMAND = Command(

@@ -72,6 +72,44 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise PermissionError(f"{what} {folder} cannot be written: no write permission in {existing}")
 
 
+def check_output_folder(folder: str | Path, marker: str, what: str, *, overwrite: bool = False) -> None:
+    """Refuse an output folder that holds files st-tasb did not write there, before any work.
+
+    A folder is st-tasb's own when it holds ``marker``, the record that the command writes into every output
+    folder; the command may then replace what it wrote there before. Anything else (a folder of your files, or
+    files where the command would write its own) is refused unless ``overwrite``.
+
+    Args:
+        folder: the output folder (it need not exist).
+        marker: the file the command writes into its output folder.
+        what: the option naming the folder, for the message (e.g. ``"--output"``).
+        overwrite: allow it anyway (``--overwrite``).
+
+    Raises:
+        FileExistsError: naming the folder, a few of its entries, and the way out.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "notes.txt").write_text("mine")
+        >>> check_output_folder(folder, "mining.json", "--output")
+        Traceback (most recent call last):
+        ...
+        FileExistsError: --output .../ holds files that st-tasb did not write (notes.txt), which would be replaced or mixed with its own: choose an empty or new folder, or add --overwrite
+    """
+    folder = Path(folder)
+    check_writable(folder, what)
+    if overwrite or not folder.is_dir() or (folder / marker).exists():
+        return
+    entries = sorted(path.name for path in folder.iterdir())
+    if entries:
+        shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+        raise FileExistsError(
+            f"{what} {folder}/ holds files that st-tasb did not write ({shown}), which would be replaced or mixed with "
+            "its own: choose an empty or new folder, or add --overwrite"
+        )
+
+
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Write a file under a temporary name beside ``path`` and give it ``path``'s name only when the block succeeds.
@@ -98,4 +136,4 @@ def replacing(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-__all__ = ["CorruptFileError", "check_writable", "reading", "replacing"]
+__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing"]

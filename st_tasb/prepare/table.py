@@ -61,7 +61,8 @@ SCORE_COLUMNS = ("pos_score", "neg_score")
 TSV_COLUMNS = ("pos_score", "neg_score", "query_id", "positive_id", "negative_id")
 """Field order of the original MS MARCO teacher file (tab-separated, no header)."""
 
-_METADATA_FILE = "teacher_score_table.json"
+TABLE_RECORD = "teacher_score_table.json"
+"""The file :meth:`TeacherScoreTable.save` writes beside the Arrow data: what a folder of st-tasb's holds."""
 _CACHE_VERSION = "1"  # part of the cache key: bump when the parsed layout changes
 _SNIFF_LINES = 1000
 _BLOCK_SIZE = 4 << 20
@@ -366,7 +367,7 @@ class TeacherScoreTable:
         path = Path(path)
         self.dataset.save_to_disk(str(path))
         metadata = {"source": self.source, "teacher": self.teacher}
-        (path / _METADATA_FILE).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
+        (path / TABLE_RECORD).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherScoreTable:
@@ -376,9 +377,9 @@ class TeacherScoreTable:
             FileNotFoundError: if ``path`` is not a folder written by :meth:`save`.
         """
         path = Path(path)
-        metadata_file = path / _METADATA_FILE
+        metadata_file = path / TABLE_RECORD
         if not metadata_file.is_file():
-            raise FileNotFoundError(f"not a saved teacher score table (no {_METADATA_FILE}): {path}")
+            raise FileNotFoundError(f"not a saved teacher score table (no {TABLE_RECORD}): {path}")
         with reading(metadata_file, "teacher score table description"):
             metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
             source, teacher = metadata["source"], metadata.get("teacher")
