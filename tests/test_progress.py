@@ -60,14 +60,24 @@ def test_search_bar_moves_within_the_corpus_and_quiet_silences_it(
 
 
 def test_cli_quiet_flag(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards `st-tasb --quiet COMMAND`: accepted before the command, it switches bars off for the process."""
+    """Guards `st-tasb --quiet COMMAND`: accepted before the command, it switches bars off for the process, also the
+    bars libraries draw without a switch (tqdm read TQDM_DISABLE at import, before the flag was parsed)."""
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d1 1 1.0 t\n")
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("q1\t0\td1\t1\n")
+    import io
+
+    import tqdm.std
+
+    drawing = tqdm.std.tqdm.__init__
     assert main(["--quiet", "evaluate", "--run", str(run), "--qrels", str(qrels), "--json"]) == 0
     assert os.environ["TQDM_DISABLE"] == "1"
+    stream = io.StringIO()  # a library's own bar, drawn without a switch of ours (as sentence-transformers' widget bar)
+    list(tqdm.std.tqdm(range(3), desc="Computing widget examples", file=stream))
+    tqdm.std.tqdm.__init__ = drawing  # the rest of the test session keeps its bars
+    assert stream.getvalue() == ""
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging
 

@@ -6,6 +6,7 @@ score below is invented.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def test_from_tsv_reads_toy_triples_with_bm25_scores(toy: ToyTriples, toy_tsv: P
 
 
 def test_from_tsv_is_memory_mapped_and_cached(toy_tsv: Path, tmp_path: Path, monkeypatch) -> None:
-    """Guards against holding MS MARCO-size tables in memory, re-parsing an unchanged file, or serving a stale cache."""
+    """Guards against holding MS MARCO-size tables in memory, re-parsing an unchanged file, or serving a stale cache,
+    also after an edit in place that keeps the file's size and modification time."""
     cache = tmp_path / "cache"
     first = _read(toy_tsv, tmp_path)
     (cached_file,) = [f["filename"] for f in first.dataset.cache_files]
@@ -131,6 +133,15 @@ def test_from_tsv_is_memory_mapped_and_cached(toy_tsv: Path, tmp_path: Path, mon
     toy_tsv.write_text("".join(lines[:10]))
     changed = _read(toy_tsv, tmp_path)
     assert len(changed) == 10
+
+    # edited in place with the same size and modification time (rsync -t, touch -r): parsed again, not stale
+    status = toy_tsv.stat()
+    first_line = lines[0].split("\t")
+    edited = "\t".join([first_line[1], first_line[0], *first_line[2:]])  # scores swapped: same length
+    toy_tsv.write_text("".join([edited, *lines[1:10]]))
+    os.utime(toy_tsv, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert toy_tsv.stat().st_size == status.st_size and toy_tsv.stat().st_mtime_ns == status.st_mtime_ns
+    assert _read(toy_tsv, tmp_path).dataset["margin"][0] == -changed.dataset["margin"][0]
 
 
 def test_from_tsv_default_cache_is_inside_the_datasets_cache(toy_tsv: Path, tmp_path: Path, monkeypatch) -> None:

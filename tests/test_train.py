@@ -231,6 +231,21 @@ def test_checkpoints_are_written_and_training_resumes(parts: Parts, small_studen
     assert [entry["step"] for entry in resumed.log_history if "loss" in entry] == [1, 2, 3]  # steps 1-2 come from the checkpoint
 
 
+def test_a_failed_run_leaves_no_empty_output(parts: Parts, small_student: SentenceTransformer, tmp_path: Path) -> None:
+    """Guards against a failed train() leaving an empty checkpoints/ (and output) folder behind, which the next run
+    would take for an earlier run's: a callback that fails at the first step stands for any error in training."""
+
+    class Fails(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            raise RuntimeError("out of memory, say")
+
+    output = tmp_path / "model"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(small_student, parts.table, parts.queries, parts.corpus, output, clusters=parts.clusters,
+              settings=settings(save_steps=2), callbacks=[Fails()], local_files_only=True)
+    assert not output.exists()
+
+
 def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts, small_student_path: str,
                                                                   tmp_path: Path) -> None:
     """Guards --resume against silent mix-ups: checkpoints of a run with other settings are refused naming the

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from st_tasb import __version__
 from st_tasb.cli.options import Command, ConfigError, OptionParser
-from st_tasb.data.progress import QUIET_VARIABLE
+from st_tasb.data.progress import QUIET_VARIABLE, silence_all_bars
 
 COMMANDS = {
     "mine": "candidate (query, positive, negative) pairs: positives from qrels, negatives from BM25 and/or a dense model",
@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         disable_progress_bars()
         transformers_logging.disable_progress_bar()
+        silence_all_bars()
     name = argv[position]
     command = load_command(name)
     handler = logging.StreamHandler(sys.stderr)

@@ -262,6 +262,7 @@ def train(
     student.model_card_data.local_files_only = local_files_only
     student.model_card_data.add_tags(["tas-balanced", "dense-retrieval"])
 
+    new_folders = [folder for folder in (output_dir, output_dir / CHECKPOINTS_DIR) if not folder.exists()]
     trainer = SentenceTransformerTrainer(
         model=student,
         args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR, batch_sampler, evaluator),
@@ -275,7 +276,11 @@ def train(
         _check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings)
     if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
         _record_settings(output_dir / CHECKPOINTS_DIR, settings)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    except BaseException:
+        _remove_unused(new_folders)
+        raise
 
     card = _card(card, settings, table, hard_margin, clusters, inbatch_teacher, trainer.state.global_step)
     card.settings.update(
@@ -374,6 +379,16 @@ def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSe
                 pass
         except Exception as error:  # safetensors raises its own error type for a damaged file
             raise ValueError(f"checkpoint {chosen} is damaged ({weights.name}: {error}); {hint}") from None
+
+
+def _remove_unused(folders: list[Path]) -> None:
+    """After a failed run: remove the folders it created that hold no checkpoint (only its settings record, if any),
+    innermost first, so that a failure leaves no empty output behind."""
+    for folder in reversed(folders):
+        if folder.is_dir() and not any(folder.glob("checkpoint-*")):
+            (folder / RUN_SETTINGS_FILE).unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def _global_batch(args: TrainingArguments) -> int:
