@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +51,24 @@ class ScoreArguments:
 def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
     """Split ``"cross-encoder:PATH"`` / ``"bi-encoder:PATH"`` / ``"PATH"`` into (type, model).
 
+    Raises:
+        ValueError: for a prefix of another kind (``colbert:PATH``), naming the kinds st-tasb score takes.
+
     Example:
         >>> parse_teacher("bi-encoder:models/minilm", "cross-encoder"), parse_teacher("org/ce", "cross-encoder")
         (('bi-encoder', 'models/minilm'), ('cross-encoder', 'org/ce'))
+        >>> parse_teacher("colbert:models/colbert", "cross-encoder")
+        Traceback (most recent call last):
+        ...
+        ValueError: --teachers colbert:models/colbert: st-tasb score takes cross-encoder: and bi-encoder: teachers, not colbert: (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)
     """
     kind, separator, model = spec.partition(":")
     if separator and kind in TEACHER_TYPES:
         return kind, model
+    if separator and re.fullmatch(r"[a-z][a-z0-9_-]+", kind):  # a kind's prefix, not a path or a Hub id
+        hint = " (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)" if kind == "colbert" else ""
+        raise ValueError(f"--teachers {spec}: st-tasb score takes {' and '.join(f'{t}:' for t in TEACHER_TYPES)} teachers, "
+                         f"not {kind}:{hint}")
     return default_type, spec
 
 

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 from datasets import Dataset
 
 from st_tasb.data.texts import TextStore
+
+logger = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
 
@@ -101,15 +104,35 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
+    """The records of a corpus or queries file, by the policy of :func:`load_beir`."""
     if not path.is_file():
         raise FileNotFoundError(f"{name}: file not found: {path}")
     ids: list[str] = []
     texts: list[str] = []
-    for _, record in jsonl_records(path):
-        ids.append(str(record["_id"]))
-        texts.append(" ".join(str(record.get(f) or "").strip() for f in fields).strip())
+    first: dict[str, tuple[int, int]] = {}  # id -> (line, position)
+    repeats = 0
+    for line_number, record in jsonl_records(path):
+        record_id = str(record["_id"])
+        if not record_id.strip():
+            raise DataFormatError(f"{path}:{line_number}: the '_id' is empty")
+        if record_id != record_id.strip():
+            raise DataFormatError(f"{path}:{line_number}: the '_id' {record_id!r} has surrounding whitespace, which the "
+                                  "qrels and run files (split on whitespace) cannot name")
+        text = " ".join(str(record.get(f) or "").strip() for f in fields).strip()
+        if record_id in first:
+            earlier, position = first[record_id]
+            if texts[position] != text:
+                raise DataFormatError(f"{path}:{line_number}: '_id' {record_id!r} again (first at line {earlier}) with "
+                                      "another text: which one is meant?")
+            repeats += 1
+            continue
+        first[record_id] = (line_number, len(ids))
+        ids.append(record_id)
+        texts.append(text)
     if not ids:
         raise DataFormatError(f"{path}: no records")
+    if repeats:
+        logger.warning("%s: %d record(s) repeat an earlier one exactly (same _id and text); each is kept once", path, repeats)
     return TextStore(Dataset.from_dict({"id": ids, "text": texts}), name=f"{name} ({path})")
 
 
@@ -132,9 +155,14 @@ def load_qrels(path: str | Path) -> Qrels:
         else:
             raise DataFormatError(f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) fields, got {len(fields)}")
         try:
-            qrels.setdefault(qid, {})[docid] = int(float(grade))
+            value = int(float(grade))
         except ValueError:
             raise DataFormatError(f"{path}:{line_number}: relevance grade {grade!r} is not a number") from None
+        judged = qrels.setdefault(qid, {})
+        if docid in judged and judged[docid] != value:
+            raise DataFormatError(f"{path}:{line_number}: query {qid!r} judges document {docid!r} again with another "
+                                  f"grade ({judged[docid]}, now {value})")
+        judged[docid] = value
     if not qrels:
         raise DataFormatError(f"{path}: no judgements")
     return qrels
@@ -143,9 +171,19 @@ def load_qrels(path: str | Path) -> Qrels:
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     """Load a BEIR-layout folder; corpus texts are ``title + " " + text``.
 
+    The policy for records that repeat or are incomplete (an error names ``file:line`` wherever the data would
+    otherwise change the results):
+
+    - ``corpus.jsonl`` / ``queries.jsonl``: an empty ``_id``, or one with surrounding whitespace, is an error; an
+      ``_id`` given twice with another text is an error; one repeated exactly is kept once (a warning counts them);
+      an empty text is kept (it still has an id that qrels may name);
+    - ``qrels/SPLIT.tsv``: a (query, document) pair judged twice with another grade is an error; repeated with the
+      same grade it is kept once; a query or document of the qrels that the texts lack is named where it is used
+      (training and evaluation name the missing ids).
+
     Raises:
         FileNotFoundError: naming the missing file (and the splits that do exist).
-        DataFormatError: naming file and line of a malformed record.
+        DataFormatError: naming file and line of a malformed record, by the policy above.
     """
     folder = Path(folder)
     if not folder.is_dir():

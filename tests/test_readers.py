@@ -1,0 +1,60 @@
+"""The policy of each reader for records that repeat or are incomplete: an error naming file:line wherever the
+results would change (the README's table of reader policies)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from st_tasb.data.beir import DataFormatError, load_beir, load_qrels
+
+
+def beir_folder(root: Path, corpus: list[dict], queries: list[dict] | None = None, qrels: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(record) + "\n" for record in corpus))
+    queries = queries or [{"_id": "q1", "text": "why do cells divide"}]
+    (root / "queries.jsonl").write_text("".join(json.dumps(record) + "\n" for record in queries))
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "test.tsv").write_text(qrels or "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return root
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"_id": "", "text": "no id"}, r"corpus\.jsonl:2: the '_id' is empty"),
+    ({"_id": "  ", "text": "blank id"}, r"corpus\.jsonl:2: the '_id' is empty"),
+    ({"_id": " d2", "text": "padded id"}, r"corpus\.jsonl:2: the '_id' ' d2' has surrounding whitespace"),
+    ({"_id": "d1", "text": "another text"}, r"corpus\.jsonl:2: '_id' 'd1' again \(first at line 1\) with another text"),
+])
+def test_beir_records_with_empty_padded_or_conflicting_ids_are_named(record: dict, message: str, tmp_path: Path) -> None:
+    """Guards the corpus and queries policy: an empty id (which would fail late, in evaluation, without naming the
+    file), an id that qrels could never name (whitespace), and an id given twice with two texts are errors naming
+    corpus.jsonl and the line, at load time."""
+    folder = beir_folder(tmp_path / "data", [{"_id": "d1", "title": "Cells", "text": "Cells divide."}, record])
+    with pytest.raises(DataFormatError, match=message):
+        load_beir(folder)
+
+
+def test_an_exact_repeat_is_kept_once_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Guards the other half of the policy: a record repeated exactly (same id and text) changes no result, so it is
+    kept once, and a warning says how many repeats there were; the same holds for queries.jsonl."""
+    record = {"_id": "d1", "title": "Cells", "text": "Cells divide."}
+    query = {"_id": "q1", "text": "why do cells divide"}
+    folder = beir_folder(tmp_path / "data", [record, record, {"_id": "d2", "text": "x"}, record], [query, query])
+    with caplog.at_level(logging.WARNING):
+        data = load_beir(folder)
+    assert data.corpus.ids.to_pylist() == ["d1", "d2"] and len(data.queries) == 1
+    assert "2 record(s) repeat an earlier one exactly" in caplog.text and "1 record(s)" in caplog.text
+
+
+def test_qrels_judging_a_pair_twice_with_two_grades_is_named(tmp_path: Path) -> None:
+    """Guards the qrels policy: the same (query, document) judged twice with two grades is an error naming the line
+    (the later grade would silently win); repeated with the same grade it is kept once."""
+    path = tmp_path / "qrels.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq1\td1\t1\n")
+    assert load_qrels(path) == {"q1": {"d1": 1, "d2": 0}}
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t2\n")
+    with pytest.raises(DataFormatError, match=r"qrels\.tsv:3: query 'q1' judges document 'd1' again with another grade \(1, now 2\)"):
+        load_qrels(path)
