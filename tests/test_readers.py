@@ -58,3 +58,51 @@ def test_qrels_judging_a_pair_twice_with_two_grades_is_named(tmp_path: Path) -> 
     path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t2\n")
     with pytest.raises(DataFormatError, match=r"qrels\.tsv:3: query 'q1' judges document 'd1' again with another grade \(1, now 2\)"):
         load_qrels(path)
+
+
+def test_candidates_without_rows_columns_or_ids_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Guards st-tasb score's reading of candidates: a Parquet file with no rows (a pyarrow traceback before), a
+    missing column, or a null or empty id is one line naming the file (and the row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from st_tasb.cli import main
+
+    data = beir_folder(tmp_path / "data", [{"_id": "d1", "text": "x"}, {"_id": "d2", "text": "y"}])
+    cases = {
+        "empty.parquet": (pa.table({"query_id": pa.array([], pa.string()), "positive_id": pa.array([], pa.string()),
+                                    "negative_id": pa.array([], pa.string())}), "the candidates file has no rows"),
+        "nulls.parquet": (pa.table({"query_id": ["q1", None], "positive_id": ["d1", "d1"], "negative_id": ["d2", "d2"]}),
+                          "row 1 has no query_id (null or empty)"),
+        "blank.parquet": (pa.table({"query_id": ["q1"], "positive_id": [""], "negative_id": ["d2"]}),
+                          "row 0 has no positive_id"),
+        "columns.parquet": (pa.table({"query_id": ["q1"], "positive_id": ["d1"]}), "['negative_id'] missing"),
+    }
+    for name, (table, message) in cases.items():
+        pq.write_table(table, tmp_path / name)
+        code = main(["score", "--candidates", str(tmp_path / name), "--data", str(data), "--split", "test",
+                     "--teachers", "bi-encoder:m", "--output", str(tmp_path / f"out-{name}")])
+        error = capsys.readouterr().err
+        assert code == 2 and f"{tmp_path / name}: " in error and message in error, (name, error)
+
+
+def test_a_saved_table_missing_its_files_or_unreadable_is_named(tmp_path: Path) -> None:
+    """Guards TeacherScoreTable.load: a folder whose state.json is gone is named with what it lacks (not datasets'
+    "neither a Dataset directory nor a DatasetDict directory"), and a file it cannot read for want of permission is
+    said to be so, not "corrupt or truncated"."""
+    import os
+
+    from st_tasb.data.files import CorruptFileError, reading
+    from st_tasb.prepare.table import TeacherScoreTable
+
+    folder = tmp_path / "table"
+    TeacherScoreTable.from_margins(["q1"], ["d1"], ["d2"], [1.0]).save(folder)
+    (folder / "state.json").unlink()
+    with pytest.raises(CorruptFileError, match=r"table: the saved teacher score table lacks state\.json"):
+        TeacherScoreTable.load(folder)
+    locked = tmp_path / "locked.json"
+    locked.write_text("{}")
+    with pytest.raises(PermissionError, match=r"locked\.json: cannot read this settings file: permission denied"):
+        with reading(locked, "settings file"):
+            raise PermissionError(13, "Permission denied", str(locked))
+    assert os.access(locked, os.R_OK)  # the check above raised on our behalf; root reads every file

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from st_tasb.cli.mine import PAIRS_FILE
 from st_tasb.cli.options import Command, option
@@ -78,9 +77,10 @@ def run(args: ScoreArguments) -> int:
     from st_tasb.prepare.table import TABLE_RECORD
 
     check_output_folder(args.output, TABLE_RECORD, "--output", overwrite=args.overwrite)  # before the work
+    import pyarrow.parquet as pq
     from datasets import Dataset
 
-    from st_tasb.data.beir import load_beir
+    from st_tasb.data.beir import DataFormatError, load_beir
     from st_tasb.data.files import reading
     from st_tasb.data.models import (
         MODEL_KINDS,
@@ -98,7 +98,11 @@ def run(args: ScoreArguments) -> int:
     if pairs_path.suffix != ".parquet":
         raise ValueError(f"{pairs_path}: candidates must be a Parquet file with query_id, positive_id, negative_id")
     with reading(pairs_path, "candidates file (st-tasb mine writes it)"):
+        if pq.ParquetFile(pairs_path).metadata.num_rows == 0:  # datasets cannot open a Parquet file without rows
+            raise DataFormatError(f"{pairs_path}: the candidates file has no rows: nothing to score (did st-tasb mine "
+                                  "find pairs?)")
         pairs = Dataset.from_parquet(str(pairs_path))
+    _check_candidates(pairs, pairs_path)
     data = load_beir(args.data, args.split)
 
     teachers = []
@@ -134,6 +138,26 @@ def run(args: ScoreArguments) -> int:
     table.save(args.output)
     print(f"{table.stats()} -> {args.output}")
     return 0
+
+
+def _check_candidates(pairs: Any, path: Path) -> None:
+    """Name the candidates file when it lacks a column, or leaves an id empty (null or "")."""
+    import pyarrow.compute as pc
+
+    from st_tasb.data.arrow import rows
+    from st_tasb.data.beir import DataFormatError
+
+    columns = ("query_id", "positive_id", "negative_id")
+    missing = [name for name in columns if name not in pairs.column_names]
+    if missing:
+        raise DataFormatError(f"{path}: candidates need the columns {list(columns)}; {missing} missing "
+                              f"(found {pairs.column_names})")
+    table = rows(pairs)
+    for name in columns:
+        empty = pc.or_kleene(pc.is_null(table.column(name)), pc.equal(pc.cast(table.column(name), "string"), ""))
+        if pc.any(empty).as_py():
+            row = int(pc.index(empty, True).as_py())
+            raise DataFormatError(f"{path}: row {row} has no {name} (null or empty)")
 
 
 COMMAND = Command(

@@ -41,6 +41,8 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         yield
     except (FileNotFoundError, CorruptFileError):
         raise
+    except PermissionError as error:
+        raise PermissionError(f"{path}: cannot read this {what}: permission denied ({error.filename or path})") from error
     except (ValueError, OSError, EOFError, KeyError, TypeError) as error:
         reason = " ".join(str(error).split()) or "no detail"
         raise CorruptFileError(

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import DataFormatError
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import reading
+from st_tasb.data.files import CorruptFileError, reading
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore, UnknownIdError
 
@@ -376,6 +376,8 @@ class TeacherScoreTable:
 
         Raises:
             FileNotFoundError: if ``path`` is not a folder written by :meth:`save`.
+            st_tasb.data.files.CorruptFileError: naming the folder and the files it lacks, or the file that cannot
+                be read.
         """
         path = Path(path)
         metadata_file = path / TABLE_RECORD
@@ -384,6 +386,12 @@ class TeacherScoreTable:
         with reading(metadata_file, "teacher score table description"):
             metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
             source, teacher = metadata["source"], metadata.get("teacher")
+        missing = [name for name in ("state.json", "dataset_info.json") if not (path / name).is_file()]
+        if missing:
+            raise CorruptFileError(
+                f"{path}: the saved teacher score table lacks {' and '.join(missing)} (Dataset.save_to_disk writes them "
+                "beside the Arrow files): it was not saved completely, or files were removed; save or score it again"
+            )
         with reading(path, "saved teacher score table (an Arrow folder of Dataset.save_to_disk)"):
             return cls(load_from_disk(str(path)), source=source, teacher=teacher)
 

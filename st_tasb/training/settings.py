@@ -24,7 +24,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-
 LOSSES = ("tas-b", "mnrl")
 """The losses :func:`~st_tasb.training.trainer.train` runs: TAS-Balanced's teacher-margin loss, or the MNRL baseline."""
 LOSS_SIMILARITY = {"tas-b": ("dot", 1.0), "mnrl": ("cosine", 20.0)}

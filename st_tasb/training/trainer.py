@@ -55,8 +55,8 @@ from st_tasb.teachers import (
     EmbeddingCache,
     InBatchTeacher,
 )
-from st_tasb.training.collator import TASBDataCollator
 from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
+from st_tasb.training.collator import TASBDataCollator
 from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
 from st_tasb.training.losses import SIMILARITIES, DualTeacherMarginMSELoss, ScaledSimilarity
 from st_tasb.training.model_card import TASBModelCard, attach_model_card
