@@ -247,3 +247,30 @@ def test_the_same_bad_input_gives_the_same_error_from_python_and_the_cli(tmp_pat
     assert main(["train", "--table", str(folder), "--data", str(scifact_dir), "--student", "s", "--output",
                  str(tmp_path / "m"), "--random-batches"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"st-tasb train: error: {python_error.value}"
+
+
+def test_a_full_disk_while_scoring_names_the_shard_and_leaves_no_partial(tmp_path: Path, monkeypatch) -> None:
+    """Guards st-tasb score's writes: a full disk while a shard is written is an error naming the shard's path (not
+    a bare pyarrow error), and neither the shard nor a partial file is left, so a rerun scores it again."""
+    import errno
+
+    from st_tasb.prepare import scoring
+
+    def fills_the_disk(table, where, *args, **kwargs):
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scoring.pq, "write_table", fills_the_disk)
+    stores = (TextStore.from_records([("q1", "a")]), TextStore.from_records([("d1", "x"), ("d2", "y")]))
+    pairs = Dataset.from_dict({"query_id": ["q1"], "positive_id": ["d1"], "negative_id": ["d2"]})
+    class LengthScorer:  # a PairScorer: the passage's length as its score
+        name = "length"
+
+        def score_pairs(self, queries, corpus, query_positions, doc_positions):
+            return np.array([len(corpus.texts([p])[0]) for p in doc_positions], dtype=np.float32)
+
+    teacher = LengthScorer()
+    work = tmp_path / "shards"
+    with pytest.raises(OSError, match=r"shard-00000\.parquet: cannot write this scoring shard \(No space left on device\)"):
+        score_candidates(teacher, pairs, *stores, work, show_progress_bar=False)
+    assert sorted(p.name for p in work.iterdir()) == ["manifest.json"]

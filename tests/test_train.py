@@ -246,6 +246,31 @@ def test_a_failed_run_leaves_no_empty_output(parts: Parts, small_student: Senten
     assert not output.exists()
 
 
+def test_a_full_disk_while_saving_is_named_and_leaves_no_half_model(parts: Parts, small_student: SentenceTransformer,
+                                                                    tmp_path: Path, monkeypatch) -> None:
+    """Guards the final save: when the disk fills while the model is written (here: after its first file), the error
+    names the output folder and the cause, says where the last checkpoint is, and no half-written model is left
+    under the output's name or beside it."""
+    import errno
+
+    save = small_student.save_pretrained
+
+    def fills_the_disk(path, *args, **kwargs):
+        if "checkpoint-" in str(path):  # the Trainer's checkpoints are written as usual
+            return save(path, *args, **kwargs)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text("{}")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(small_student, "save_pretrained", fills_the_disk)
+    output = tmp_path / "model"
+    with pytest.raises(OSError, match=rf"could not save the trained model to {output} \(No space left on device\); "
+                                      r"nothing of it was written there; the last checkpoint is .*checkpoint-2"):
+        train(small_student, parts.table, parts.queries, parts.corpus, output, clusters=parts.clusters,
+              settings=settings(max_steps=2, save_steps=2), local_files_only=True)
+    assert not (output / "config.json").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
 def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts, small_student_path: str,
                                                                   tmp_path: Path) -> None:
     """Guards --resume against silent mix-ups: checkpoints of a run with other settings are refused naming the

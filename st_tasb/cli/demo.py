@@ -71,7 +71,7 @@ def run(args: DemoArguments) -> int:
     composition = result.metrics["batch_composition"]
     print(f"encoding speed (passages/s): student {speed['student']:g}, teacher {speed['teacher']:g}; "
           f"single-cluster batches {composition['single_cluster_share']:.1%}")
-    print(f"model: {result.model_dir}  plots: {', '.join(p.name for p in result.plots)}  "
+    print(f"recipe: {config.recipe}  model: {result.model_dir}  plots: {', '.join(p.name for p in result.plots)}  "
           f"seconds: {result.metrics['seconds']['total']}")
     print(json.dumps({"ndcg@10_gain": result.metrics["gain"]["ndcg@10"]}))
     return 0

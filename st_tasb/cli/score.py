@@ -81,7 +81,7 @@ def run(args: ScoreArguments) -> int:
     from datasets import Dataset
 
     from st_tasb.data.beir import DataFormatError, load_beir
-    from st_tasb.data.files import reading
+    from st_tasb.data.files import reading, writing
     from st_tasb.data.models import (
         MODEL_KINDS,
         load_cross_encoder,
@@ -135,7 +135,8 @@ def run(args: ScoreArguments) -> int:
         teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size,
         scale=args.scale,
     )
-    table.save(args.output)
+    with writing(args.output, "teacher score table"):
+        table.save(args.output)
     print(f"{table.stats()} -> {args.output}")
     return 0
 

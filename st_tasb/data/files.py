@@ -113,6 +113,25 @@ def check_output_folder(folder: str | Path, marker: str, what: str, *, overwrite
 
 
 @contextmanager
+def writing(path: str | Path, what: str) -> Iterator[None]:
+    """Within the block, turn an error of the operating system while writing ``path`` (a full disk, a lost mount)
+    into one that names ``path`` and ``what`` it was to hold.
+
+    Example:
+        >>> import errno
+        >>> with writing("out/shard-00001.parquet", "scoring shard"):
+        ...     raise OSError(errno.ENOSPC, "No space left on device")
+        Traceback (most recent call last):
+        ...
+        OSError: [Errno 28] out/shard-00001.parquet: cannot write this scoring shard (No space left on device)
+    """
+    try:
+        yield
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: cannot write this {what} ({error.strerror or error})") from error
+
+
+@contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Write a file under a temporary name beside ``path`` and give it ``path``'s name only when the block succeeds.
 
@@ -138,4 +157,4 @@ def replacing(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing"]
+__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing", "writing"]

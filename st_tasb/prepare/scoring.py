@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import reading
+from st_tasb.data.files import reading, replacing, writing
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
@@ -206,8 +206,8 @@ def score_candidates(
                 step = slice(start, min(start + _PROGRESS_STEP, span.stop))
                 scores[step] = _score_pairs(teacher, queries, corpus, pair_queries[step], pair_docs[step], path)
                 bar.update(step.stop - step.start)
-            pq.write_table(expected.append_column("score", pa.array(scores[span])), path.with_suffix(".tmp"))
-            os.replace(path.with_suffix(".tmp"), path)
+            with writing(path, "scoring shard"), replacing(path) as partial:  # never a half shard under its name
+                pq.write_table(expected.append_column("score", pa.array(scores[span])), partial)
     if scale != 1:
         scores *= np.float32(scale)
     table = TeacherScoreTable.from_scores(

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -290,8 +291,7 @@ def train(
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         attach_model_card(student, card)
-        student.save_pretrained(str(output_dir))
-        card.save(output_dir)
+        save_model(student, card, output_dir)
         checkpoint_dir = output_dir / CHECKPOINTS_DIR
         if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
             checkpoint_dir.rmdir()  # the Trainer creates it even when it writes no checkpoint
@@ -379,6 +379,31 @@ def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSe
                 pass
         except Exception as error:  # safetensors raises its own error type for a damaged file
             raise ValueError(f"checkpoint {chosen} is damaged ({weights.name}: {error}); {hint}") from None
+
+
+def save_model(student: SentenceTransformer, card: TASBModelCard, output_dir: Path) -> None:
+    """Save the trained student and its card into ``output_dir``: first complete under a temporary name beside it,
+    then moved in, so that a full disk or a crash while saving never leaves a half-written model under the name.
+
+    Raises:
+        OSError: naming ``output_dir`` and the cause (e.g. no space left), and where the last checkpoint is.
+    """
+    partial = output_dir.with_name(f".{output_dir.name}.saving-{os.getpid()}")
+    try:
+        student.save_pretrained(str(partial))
+        card.save(partial)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        checkpoints = sorted((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        kept = f"the last checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was kept (--save-steps)"
+        raise OSError(error.errno, f"could not save the trained model to {output_dir} ({error.strerror or error}); "
+                                   f"nothing of it was written there; {kept}") from error
+    for entry in partial.iterdir():
+        target = output_dir / entry.name
+        if target.is_dir() and entry.is_dir():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    partial.rmdir()
 
 
 def _remove_unused(folders: list[Path]) -> None:
