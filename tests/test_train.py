@@ -274,7 +274,8 @@ def test_a_full_disk_while_saving_is_named_and_leaves_no_half_model(parts: Parts
 def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts, small_student_path: str,
                                                                   tmp_path: Path) -> None:
     """Guards --resume against silent mix-ups: checkpoints of a run with other settings are refused naming the
-    differing setting, and a truncated checkpoint is named with the previous one to resume from."""
+    differing setting, and a truncated checkpoint, or one killed before its weights were written, is named with the
+    previous one to resume from (not transformers' "no file named model.safetensors")."""
     output = tmp_path / "model"
     train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
           clusters=parts.clusters, settings=settings(max_steps=2, save_steps=1), local_files_only=True)
@@ -285,6 +286,11 @@ def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts,
     weights = output / "checkpoints" / "checkpoint-2" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=r"checkpoint-2 is damaged .*delete it to resume from .*checkpoint-1"):
+        train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
+              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=True,
+              local_files_only=True)
+    weights.unlink()  # killed while writing: the config files are there, the weights are not
+    with pytest.raises(ValueError, match=r"checkpoint-2 is incomplete \(no model weights.*delete it to resume from .*checkpoint-1"):
         train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
               clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=True,
               local_files_only=True)

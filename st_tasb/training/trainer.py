@@ -371,9 +371,11 @@ def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSe
         return
     from safetensors import safe_open
 
+    earlier = [path for path in checkpoints if path != chosen and int(path.name.rsplit("-", 1)[-1]) < int(chosen.name.rsplit("-", 1)[-1])]
+    hint = f"delete it to resume from {earlier[-1]}" if earlier else "it is the only checkpoint: train again"
+    if not any(chosen.glob("*.safetensors")):
+        raise ValueError(f"checkpoint {chosen} is incomplete (no model weights: the run stopped while writing it); {hint}")
     for weights in chosen.glob("*.safetensors"):
-        earlier = [path for path in checkpoints if path != chosen and path.name < chosen.name]
-        hint = f"delete it to resume from {earlier[-1]}" if earlier else "it is the only checkpoint: train again"
         try:
             with safe_open(str(weights), framework="pt"):
                 pass
