@@ -192,6 +192,9 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
             recipe.pairwise_weight) == ("mnrl", "cosine", 20.0, "kl", 1.0, 0.5)
     with pytest.raises(ConfigError, match="loss must be one of tas-b, mnrl, not 'infonce'"):
         OptionParser(train_arguments).parse([*required, "--loss", "infonce"])
+    demo = OptionParser(load_command("demo").arguments).parse(
+        ["--data", "d", "--output", "o", "--recipe", "paper", "--min-margin", "0", "--pairwise-weight", "0.5"])
+    assert (demo.recipe, demo.min_margin, demo.pairwise_weight, demo.topic_aware) == ("paper", 0.0, 0.5, None)
 
 
 def test_boolean_and_list_options_parse() -> None:
