@@ -299,13 +299,15 @@ def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster
         others.subtract(partner_texts)
         return not any(others[t] > 0 for t in texts(row))
 
+    first_filler = in_batches - fillers
+
     def in_order(group: np.ndarray, k: int) -> Iterator[int]:
-        """Left-out slots, then later batches, then earlier ones (never batch k)."""
+        """Left-out slots, then later batches, then earlier ones (never batch k, never a top-up slot: a row moved
+        there would be replaced, and so lost from the epoch, if it collided)."""
         yield from group[group >= in_batches]
-        yield from group[(group >= (k + 1) * size) & (group < in_batches)]
+        yield from group[(group >= (k + 1) * size) & (group < first_filler)]
         yield from group[group < k * size]
 
-    first_filler = in_batches - fillers
     for k in dirty.tolist():
         earlier: Counter = Counter()
         for position in range(k * size, (k + 1) * size):
