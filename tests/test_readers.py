@@ -106,3 +106,70 @@ def test_a_saved_table_missing_its_files_or_unreadable_is_named(tmp_path: Path) 
         with reading(locked, "settings file"):
             raise PermissionError(13, "Permission denied", str(locked))
     assert os.access(locked, os.R_OK)  # the check above raised on our behalf; root reads every file
+
+
+def test_teacher_ids_with_surrounding_whitespace_are_named(tmp_path: Path) -> None:
+    """Guards the teacher tables' id policy, the same as the BEIR files': an id with surrounding whitespace matches
+    no text (and a padded integer id turned the whole column into strings); the TSV names file:line, a table from a
+    dataset (Hub layout) names the row when training builds its dataset."""
+    from datasets import Dataset
+
+    from st_tasb.prepare.table import TeacherScoreTable
+
+    path = tmp_path / "scores.tsv"
+    path.write_text("9.5\t2.5\t11\t0\t3\n1.0\t2.0\t 11\t0\t4\n")
+    with pytest.raises(DataFormatError, match=r"scores\.tsv:2: query_id ' 11' has surrounding whitespace \(1 such"):
+        TeacherScoreTable.from_tsv(path, cache_dir=tmp_path / "cache", show_progress_bar=False)
+    hub = Dataset.from_dict({"query_id": ["q1", "q1"], "positive_id": ["d1", "d1"], "negative_id": ["d2", "d3\t"],
+                             "score": [1.0, 2.0]})
+    with pytest.raises(DataFormatError, match=r"row 1: negative_id 'd3\\t' has surrounding whitespace"):
+        TeacherScoreTable.from_dataset(hub).check_ids()
+
+
+def test_table_ids_missing_from_the_texts_are_named_with_their_line(tmp_path: Path) -> None:
+    """Guards the policy for an id of one file missing from another: the table's rows that name a query or passage
+    the BEIR folder lacks are counted and named with file:line before anything trains on them."""
+    from st_tasb.data.texts import TextStore, UnknownIdError
+    from st_tasb.prepare.table import TeacherScoreTable
+
+    path = tmp_path / "scores.tsv"
+    path.write_text("9.5\t2.5\tq1\td1\td2\n1.0\t2.0\tq1\td1\td9\n3.0\t1.0\tq7\td1\td2\n")
+    table = TeacherScoreTable.from_tsv(path, cache_dir=tmp_path / "cache", show_progress_bar=False)
+    queries = TextStore.from_records([("q1", "a question")], name="queries")
+    corpus = TextStore.from_records([("d1", "one"), ("d2", "two")], name="corpus")
+    with pytest.raises(UnknownIdError, match=r"2 of 3 rows .*1 query_id\(s\) not in queries, e\.g\. 'q7' \(.*scores"
+                       r"\.tsv:3\); 1 negative_id\(s\) not in corpus, e\.g\. 'd9' \(.*scores\.tsv:2\)"):
+        table.validate(queries, corpus)
+
+
+def test_clusters_with_a_query_twice_or_a_query_missing_are_named(tmp_path: Path) -> None:
+    """Guards the clusters folder's policy: a query listed twice (two clusters, or the same one) is refused naming
+    the folder; a training query without a cluster is named when the training dataset is built."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from st_tasb.data.texts import TextStore
+    from st_tasb.prepare.clusters import ASSIGNMENTS_FILE, QueryClusters
+    from st_tasb.prepare.table import TeacherScoreTable
+    from st_tasb.training.dataset import build_training_dataset
+
+    folder = QueryClusters.from_assignments(["q1", "q2"], [0, 1]).save(tmp_path / "clusters")
+    pq.write_table(pa.table({"query_id": ["q1", "q2", "q1"], "cluster": [0, 1, 1]}), folder / ASSIGNMENTS_FILE)
+    with pytest.raises(ValueError, match=r"clusters: .*repeated ids include \['q1'\]"):
+        QueryClusters.load(folder)
+    queries = TextStore.from_records([("q1", "a"), ("q3", "c")], name="queries")
+    corpus = TextStore.from_records([("d1", "one"), ("d2", "two")], name="corpus")
+    table = TeacherScoreTable.from_margins(["q1", "q3"], ["d1", "d1"], ["d2", "d2"], [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"1 query\(ies\) of the table have no cluster, e\.g\. \['q3'\]"):
+        build_training_dataset(table, queries, corpus, QueryClusters.from_assignments(["q1", "q2"], [0, 1]))
+
+
+def test_qrels_fields_are_whitespace_separated(tmp_path: Path) -> None:
+    """Guards the qrels policy: fields are separated by any whitespace (as trec_eval reads them), so padding is not
+    part of an id, and an empty field is a missing field, named with file:line."""
+    path = tmp_path / "qrels.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\n q1 \td1\t1\n")
+    assert load_qrels(path) == {"q1": {"d1": 1}}
+    path.write_text("query-id\tcorpus-id\tscore\nq1\t\t1\n")
+    with pytest.raises(DataFormatError, match=r"qrels\.tsv:2: expected 3 \(BEIR\) or 4 \(TREC\) fields, got 2"):
+        load_qrels(path)

@@ -321,7 +321,7 @@ class TeacherScoreTable:
             DataFormatError: naming ``file:line`` for up to five malformed lines (wrong number of
                 fields, a score that is empty, not a number or not finite, an empty id) with the
                 total count of malformed lines; nothing is skipped. Also for a line whose negative is its
-                positive (:meth:`check_negatives`).
+                positive or an id with surrounding whitespace (:meth:`check_ids`).
 
         Example:
             >>> import pathlib, tempfile
@@ -347,7 +347,7 @@ class TeacherScoreTable:
             cache_dir.mkdir(parents=True, exist_ok=True)
             _tsv_to_arrow(path, cached, show_progress_bar)
         table = cls(Dataset.from_file(str(cached)), source=path)
-        table.check_negatives()
+        table.check_ids()
         return table
 
     # ------------------------------------------------------------------ persistence
@@ -602,26 +602,52 @@ class TeacherScoreTable:
         """Where row ``row`` came from: ``file:line`` of the TSV it was read from, else ``row N``."""
         return f"{self.source}:{row + 1}" if self.source else f"row {row}"
 
-    def check_negatives(self) -> None:
-        """Refuse a row whose negative is its positive (its margin says nothing, and in a batch the passage would be a
-        negative of its own query).
+    def check_ids(self) -> None:
+        """Refuse an id with surrounding whitespace (it would match no text: BEIR files refuse such ids too) and a row
+        whose negative is its positive (its margin says nothing, and in a batch the passage would be a negative of
+        its own query).
 
         Raises:
             DataFormatError: naming the first such row (``file:line`` for a TSV) and how many there are.
 
         Example:
-            >>> TeacherScoreTable.from_margins(["q1", "q1"], ["d1", "d2"], ["d3", "d2"], [1.0, 0.0]).check_negatives()
+            >>> TeacherScoreTable.from_margins(["q1", "q1"], ["d1", "d2"], ["d3", "d2"], [1.0, 0.0]).check_ids()
             Traceback (most recent call last):
             ...
             st_tasb.data.beir.DataFormatError: row 1: the negative 'd2' is the positive of the same row (1 such row(s) in the table)
+            >>> TeacherScoreTable.from_margins(["q1", "q1 "], ["d1", "d2"], ["d3", "d4"], [1.0, 0.0]).check_ids()
+            Traceback (most recent call last):
+            ...
+            st_tasb.data.beir.DataFormatError: row 1: query_id 'q1 ' has surrounding whitespace (1 such row(s) in the table)
         """
-        same = same_passage_rows(rows(self.dataset).column("positive_id"), rows(self.dataset).column("negative_id"))
+        table = rows(self.dataset)
+        for name in ID_COLUMNS:
+            padded = padded_id_rows(table.column(name))
+            if len(padded):
+                raise DataFormatError(
+                    f"{self.where(int(padded[0]))}: {name} {self.dataset[int(padded[0])][name]!r} has surrounding "
+                    f"whitespace ({len(padded)} such row(s) in the table)"
+                )
+        same = same_passage_rows(table.column("positive_id"), table.column("negative_id"))
         if len(same):
             passage = self.dataset[int(same[0])]["negative_id"]
             raise DataFormatError(
                 f"{self.where(int(same[0]))}: the negative {passage!r} is the positive of the same row "
                 f"({len(same)} such row(s) in the table)"
             )
+
+
+def padded_id_rows(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The rows whose id (a string) begins or ends with whitespace; none for integer ids.
+
+    Example:
+        >>> padded_id_rows(pa.array(["a", " b", "c\\t", "d e"])).tolist()
+        [1, 2]
+    """
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        return np.zeros(0, dtype=np.int64)
+    padded = pc.match_substring_regex(ids, r"^\s|\s$")
+    return np.flatnonzero(pc.fill_null(padded, False).to_numpy(zero_copy_only=False))
 
 
 def same_passage_rows(positive_ids: pa.ChunkedArray | pa.Array, negative_ids: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -93,7 +93,7 @@ def build_training_dataset(
         st_tasb.data.beir.DataFormatError: naming the first row whose negative is its positive.
     """
     data = table.dataset.data
-    table.check_negatives()
+    table.check_ids()
 
     def positions(store: TextStore, column: str) -> np.ndarray:
         found = store.positions(data.column(column), missing="mask")
