@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,60 @@ def torchrun() -> Callable[..., subprocess.CompletedProcess[str]]:
         return result
 
     return run
+
+
+# --------------------------------------------------------------------------- the command line's steps on a tiny BEIR folder
+
+
+@pytest.fixture(scope="module")
+def tiny_beir(scifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BEIR folder with 40 scifact-train queries (train split), 12 others (dev split) and 300 passages."""
+    from st_tasb.data.beir import load_beir
+
+    data = load_beir(scifact_dir, "train")
+    query_ids = sorted(data.qrels)[:52]
+    train_ids, dev_ids = query_ids[:40], query_ids[40:]
+    judged = sorted({doc for q in query_ids for doc in data.qrels[q]})
+    others = [d for d in data.corpus.ids.to_pylist()[:400] if d not in set(judged)]
+    doc_ids = judged + others[: 300 - len(judged)]
+    folder = tmp_path_factory.mktemp("tiny-beir")
+    records = [{"_id": d, "title": "", "text": data.corpus[d]} for d in doc_ids]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    queries = [{"_id": q, "text": data.queries[q]} for q in query_ids]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (folder / "qrels").mkdir()
+    for split, ids in (("train", train_ids), ("dev", dev_ids)):
+        lines = [f"{q}\t{d}\t{g}\n" for q in ids for d, g in data.qrels[q].items()]
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(lines))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def candidates(tiny_beir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("mine") / "candidates"
+    from st_tasb.cli import main
+
+    assert main(["mine", "--data", str(tiny_beir), "--output", str(output), "--top-k", "12", "--max-negatives", "5"]) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def table_dir(candidates: Path, tiny_beir: Path, small_student_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from st_tasb.cli import main
+
+    output = tmp_path_factory.mktemp("score") / "table"
+    arguments = ["score", "--candidates", str(candidates), "--data", str(tiny_beir), "--output", str(output),
+                 "--teachers", f"bi-encoder:{small_student_path}", "--shard-size", "100", "--batch-size", "16"]
+    assert main(arguments) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def clusters_dir(table_dir: Path, tiny_beir: Path, small_student_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from st_tasb.cli import main
+
+    output = tmp_path_factory.mktemp("cluster") / "clusters"
+    arguments = ["cluster", "--model", small_student_path, "--data", str(tiny_beir), "--table", str(table_dir),
+                 "--k", "4", "--output", str(output), "--device", "cpu"]
+    assert main(arguments) == 0
+    return output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.teachers import BiEncoderTeacher
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
-from st_tasb.training.trainer import build_inbatch_teacher, runs_on_cpu, train
+from st_tasb.training.trainer import build_inbatch_teacher, checkpoint_problem, runs_on_cpu, train
 
 
 @dataclass
@@ -271,11 +273,12 @@ def test_a_full_disk_while_saving_is_named_and_leaves_no_half_model(parts: Parts
     assert not (output / "config.json").exists() and [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
-def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts, small_student_path: str,
-                                                                  tmp_path: Path) -> None:
+def test_resume_refuses_another_runs_checkpoints_and_skips_a_damaged_one(parts: Parts, small_student_path: str,
+                                                                        tmp_path: Path, caplog) -> None:
     """Guards --resume against silent mix-ups: checkpoints of a run with other settings are refused naming the
-    differing setting, and a truncated checkpoint, or one killed before its weights were written, is named with the
-    previous one to resume from (not transformers' "no file named model.safetensors")."""
+    differing setting; a truncated checkpoint, one killed before its weights were written, or before its
+    trainer_state.json was, is skipped with a warning for the previous complete one (not transformers' "no file
+    named model.safetensors"), and named with that one when it is given by path."""
     output = tmp_path / "model"
     train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
           clusters=parts.clusters, settings=settings(max_steps=2, save_steps=1), local_files_only=True)
@@ -283,17 +286,27 @@ def test_resume_refuses_another_runs_checkpoints_and_a_damaged_one(parts: Parts,
         train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
               clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1, learning_rate=2e-4),
               resume_from_checkpoint=True, local_files_only=True)
-    weights = output / "checkpoints" / "checkpoint-2" / "model.safetensors"
+    last = output / "checkpoints" / "checkpoint-2"
+    weights = last / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=r"checkpoint-2 is damaged .*delete it to resume from .*checkpoint-1"):
+    with pytest.raises(ValueError, match=r"checkpoint-2 is damaged .*; resume from .*checkpoint-1"):
         train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
-              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=True,
+              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=str(last),
               local_files_only=True)
     weights.unlink()  # killed while writing: the config files are there, the weights are not
-    with pytest.raises(ValueError, match=r"checkpoint-2 is incomplete \(no model weights.*delete it to resume from .*checkpoint-1"):
-        train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus, output,
-              clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1), resume_from_checkpoint=True,
-              local_files_only=True)
+    assert "no model weights" in checkpoint_problem(last)
+    copy = shutil.copytree(output / "checkpoints" / "checkpoint-1", tmp_path / "checkpoint-1")
+    assert checkpoint_problem(copy) is None
+    (copy / "trainer_state.json").write_text('{"global_step": ')  # killed while writing its last file
+    assert "no complete trainer_state.json" in checkpoint_problem(copy)
+    with caplog.at_level("WARNING", logger="st_tasb.training.trainer"):
+        resumed = train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus,
+                        output, clusters=parts.clusters, settings=settings(max_steps=3, save_steps=1),
+                        resume_from_checkpoint=True, local_files_only=True)
+    assert re.search(r"skipping checkpoint .*checkpoint-2: it is incomplete \(no model weights.*resuming from "
+                     r"checkpoint-1", caplog.text)
+    assert resumed.global_step == 3 and checkpoint_problem(last) is None  # step 2 written again, complete
+    assert [entry["step"] for entry in resumed.log_history if "loss" in entry] == [1, 2, 3]
 
 
 def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_student: SentenceTransformer,

@@ -19,7 +19,9 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,7 +139,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
 
     A crash, a full disk or an error inside the block never leaves a half-written file under ``path`` (nor
     replaces an earlier one): the temporary file is removed on an error, and a killed process leaves only a
-    ``.NAME.partial-PID`` file, which no reader takes for ``path``.
+    ``.NAME.partial-PID`` file, which no reader takes for ``path`` and the next write of ``path`` removes.
 
     Example:
         >>> import tempfile
@@ -148,8 +150,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         ('q1', ['run.trec'])
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = _partial(path)
     try:
         yield partial
         os.replace(partial, path)
@@ -157,4 +158,64 @@ def replacing(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing", "writing"]
+@contextmanager
+def replacing_folder(path: str | Path, last: str | None = None) -> Iterator[Path]:
+    """Fill a folder under a temporary name beside ``path``, and move it to ``path`` only when the block succeeds.
+
+    A new or empty ``path`` is replaced by the whole folder at once (a rename); into a folder that holds files,
+    the entries are moved one by one, ``last`` (e.g. the record that marks the folder as complete) after all the
+    others, and the folder's other entries stay. An error removes the temporary folder; a killed process leaves
+    a ``.NAME.partial-PID`` folder, which no reader takes for ``path`` and the next write of ``path`` removes.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "table"
+        >>> with replacing_folder(target, last="done.json") as partial:
+        ...     _ = (partial / "data.arrow").write_text("rows")
+        ...     _ = (partial / "done.json").write_text("{}")
+        >>> sorted(p.name for p in target.iterdir()), sorted(p.name for p in target.parent.iterdir())
+        (['data.arrow', 'done.json'], ['table'])
+    """
+    path = Path(path)
+    partial = _partial(path)
+    try:
+        partial.mkdir()
+        yield partial
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        if not path.exists():
+            os.replace(partial, path)
+            return
+        for entry in sorted(partial.iterdir(), key=lambda entry: entry.name == last):
+            target = path / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _partial(path: Path) -> Path:
+    """The temporary name of this process for ``path``, after removing those left by processes that were killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing", "replacing_folder", "writing"]

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import DataFormatError
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import CorruptFileError, reading
+from st_tasb.data.files import CorruptFileError, reading, replacing_folder
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore, UnknownIdError
 
@@ -355,6 +355,10 @@ class TeacherScoreTable:
     def save(self, path: str | Path) -> None:
         """Save as a ``datasets`` Arrow folder (``Dataset.save_to_disk``) plus ``teacher_score_table.json``.
 
+        The folder is written complete under a temporary name beside ``path`` first and then moved in, the record
+        last (:func:`~st_tasb.data.files.replacing_folder`): a crash while saving never leaves a half table that
+        :meth:`load` or ``st-tasb`` would take for a finished one.
+
         The JSON file records :attr:`source`, so that messages of the reloaded table still name
         ``file:line``, and :attr:`teacher` (what scored the pairs, and the scale applied), for the card.
 
@@ -365,10 +369,10 @@ class TeacherScoreTable:
             >>> TeacherScoreTable.load(folder).dataset["margin"][:]
             [0.5]
         """
-        path = Path(path)
-        self.dataset.save_to_disk(str(path))
         metadata = {"source": self.source, "teacher": self.teacher}
-        (path / TABLE_RECORD).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
+        with replacing_folder(path, last=TABLE_RECORD) as partial:  # a killed save leaves no half table under path
+            self.dataset.save_to_disk(str(partial))
+            (partial / TABLE_RECORD).write_text(json.dumps(metadata) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherScoreTable:

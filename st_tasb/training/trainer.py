@@ -24,7 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from sentence_transformers import (
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
 from st_tasb.data.compat import BaseEvaluator, MultipleNegativesRankingLoss, NoDuplicatesBatchSampler
-from st_tasb.data.files import reading
+from st_tasb.data.files import reading, replacing_folder
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
@@ -274,7 +273,7 @@ def train(
         evaluator=evaluator,
     )
     if resume_from_checkpoint:
-        _check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings)
+        resume_from_checkpoint = str(_check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings))
     if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
         _record_settings(output_dir / CHECKPOINTS_DIR, settings)
     try:
@@ -348,8 +347,14 @@ def _record_settings(checkpoint_dir: Path, settings: TrainingSettings) -> None:
     (checkpoint_dir / RUN_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
 
 
-def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSettings) -> None:
-    """Refuse to resume another run's checkpoints, or a damaged checkpoint, naming what differs or what to do."""
+def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSettings) -> Path:
+    """The checkpoint to resume from: the one given, else the latest complete one in ``checkpoint_dir`` (later ones
+    that a killed run left incomplete are skipped, with a warning).
+
+    Raises:
+        ValueError: for checkpoints of a run with other settings (naming what differs), a given checkpoint that is
+            incomplete or damaged (naming the one to resume from instead), or no complete checkpoint.
+    """
     recorded_file = checkpoint_dir / RUN_SETTINGS_FILE
     if recorded_file.is_file():
         with reading(recorded_file, "record of the run's settings"):
@@ -365,22 +370,51 @@ def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSe
                 f"the checkpoints in {checkpoint_dir} belong to a run with other settings ({'; '.join(differences)}): "
                 "resume with the same settings, or train into another --output"
             )
-    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[-1]))
-    chosen = Path(resume) if isinstance(resume, (str, Path)) else (checkpoints[-1] if checkpoints else None)
-    if chosen is None:
-        return
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=_step)
+    if isinstance(resume, (str, Path)):
+        chosen = Path(resume)
+        problem = checkpoint_problem(chosen)
+        if problem:
+            earlier = [path for path in checkpoints if _step(path) < _step(chosen) and not checkpoint_problem(path)]
+            hint = f"resume from {earlier[-1]}" if earlier else "no earlier checkpoint is complete: train again"
+            raise ValueError(f"checkpoint {chosen} is {problem}; {hint}")
+        return chosen
+    complete = [path for path in checkpoints if not checkpoint_problem(path)]
+    if not complete:
+        found = f"the checkpoints there are all incomplete ({', '.join(p.name for p in checkpoints)})" if checkpoints else "there is none"
+        raise ValueError(f"--resume: no complete checkpoint in {checkpoint_dir} to resume from ({found}): train again")
+    for skipped in checkpoints[checkpoints.index(complete[-1]) + 1 :]:
+        logger.warning("skipping checkpoint %s: it is %s; resuming from %s (the run writes that step again)",
+                       skipped, checkpoint_problem(skipped), complete[-1].name)
+    return complete[-1]
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a process killed while writing it), or None when it is complete.
+
+    The Trainer writes a checkpoint's weights first and its ``trainer_state.json`` last: a checkpoint is complete
+    when its weights open and its state file parses.
+    """
     from safetensors import safe_open
 
-    earlier = [path for path in checkpoints if path != chosen and int(path.name.rsplit("-", 1)[-1]) < int(chosen.name.rsplit("-", 1)[-1])]
-    hint = f"delete it to resume from {earlier[-1]}" if earlier else "it is the only checkpoint: train again"
-    if not any(chosen.glob("*.safetensors")):
-        raise ValueError(f"checkpoint {chosen} is incomplete (no model weights: the run stopped while writing it); {hint}")
-    for weights in chosen.glob("*.safetensors"):
+    weights = list(checkpoint.glob("*.safetensors"))
+    if not weights:
+        return "incomplete (no model weights: the run stopped while writing it)"
+    for file in weights:
         try:
-            with safe_open(str(weights), framework="pt"):
+            with safe_open(str(file), framework="pt"):
                 pass
         except Exception as error:  # safetensors raises its own error type for a damaged file
-            raise ValueError(f"checkpoint {chosen} is damaged ({weights.name}: {error}); {hint}") from None
+            return f"damaged ({file.name}: {error})"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "incomplete (no complete trainer_state.json: the run stopped while writing it)"
+    return None
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
 
 
 def save_model(student: SentenceTransformer, card: TASBModelCard, output_dir: Path) -> None:
@@ -390,22 +424,15 @@ def save_model(student: SentenceTransformer, card: TASBModelCard, output_dir: Pa
     Raises:
         OSError: naming ``output_dir`` and the cause (e.g. no space left), and where the last checkpoint is.
     """
-    partial = output_dir.with_name(f".{output_dir.name}.saving-{os.getpid()}")
     try:
-        student.save_pretrained(str(partial))
-        card.save(partial)
+        with replacing_folder(output_dir) as partial:
+            student.save_pretrained(str(partial))
+            card.save(partial)
     except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        checkpoints = sorted((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        checkpoints = sorted((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"), key=_step)
         kept = f"the last checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was kept (--save-steps)"
         raise OSError(error.errno, f"could not save the trained model to {output_dir} ({error.strerror or error}); "
                                    f"nothing of it was written there; {kept}") from error
-    for entry in partial.iterdir():
-        target = output_dir / entry.name
-        if target.is_dir() and entry.is_dir():
-            shutil.rmtree(target)
-        os.replace(entry, target)
-    partial.rmdir()
 
 
 def _remove_unused(folders: list[Path]) -> None:
