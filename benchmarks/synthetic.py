@@ -58,10 +58,13 @@ def pairs(n_pairs: int, qids: np.ndarray, n_passages: int, seed: int = 1) -> Pai
     rank = np.empty(n_pairs, dtype=np.int64)
     rank[order] = np.arange(n_pairs) - np.repeat(np.cumsum(counts) - counts, counts)
     first_negative = rng.integers(0, n_passages, size=len(qids), dtype=np.int64)
+    positive_ids = positive_of_query[query_of_pair].astype(np.int64)
+    negative_ids = (first_negative[query_of_pair] + rank * 7919) % n_passages
+    negative_ids[negative_ids == positive_ids] += 1  # a negative that is its own positive is refused (mod n below)
     return PairArrays(
         query_ids=qids[query_of_pair],
-        positive_ids=positive_of_query[query_of_pair].astype(np.int64),
-        negative_ids=(first_negative[query_of_pair] + rank * 7919) % n_passages,
+        positive_ids=positive_ids,
+        negative_ids=negative_ids % n_passages,
         pos_scores=rng.normal(8.0, 2.0, size=n_pairs).astype(np.float32),
         neg_scores=rng.normal(2.0, 3.0, size=n_pairs).astype(np.float32),
     )

@@ -47,8 +47,14 @@ def _same_memory(a: pa.Table, b: pa.Table) -> bool:
         )
 
     for column_a, column_b in zip(a.columns, b.columns):
-        chunks_a = [chunk for chunk in column_a.chunks if len(chunk)]
-        chunks_b = [chunk for chunk in column_b.chunks if len(chunk)]
-        if not (inside(chunks_a[0], chunks_b[0]) and inside(chunks_a[-1], chunks_b[-1])):
+        if not (inside(_end_chunk(column_a, 0), _end_chunk(column_b, 0))
+                and inside(_end_chunk(column_a, -1), _end_chunk(column_b, -1))):
             return False
     return True
+
+
+def _end_chunk(column: pa.ChunkedArray, end: int) -> pa.Array:
+    """The first (``end=0``) or last (``end=-1``) non-empty chunk of a column with rows, found from that end without
+    making a Python object of every chunk (a memory-mapped table can have tens of thousands)."""
+    indices = range(column.num_chunks) if end == 0 else range(column.num_chunks - 1, -1, -1)
+    return next(chunk for chunk in map(column.chunk, indices) if len(chunk))
