@@ -362,3 +362,52 @@ def test_hub_layout_round_trips_through_parquet(tmp_path_factory, table: Teacher
     loaded = TeacherScoreTable.load(folder / "saved")
     columns = ("query_id", "positive_id", "negative_id", "margin")
     assert [loaded.dataset[c][:] for c in columns] == [table.dataset[c][:] for c in columns]
+
+
+# ---------------------------------------------------------------------------------------------- several processes
+
+
+@SLOW
+@given(layouts(), st.integers(2, 4))
+def test_per_device_batches_of_a_step_are_one_global_batch(layout: dict, world_size: int) -> None:
+    """With N processes of b rows, the N consecutive batches (one optimizer step; accelerate gives batch i to rank
+    i % N) are exactly the batch one process of N * b rows would get: same queries, same pairs, same order."""
+    per_device = layout["batch_size"]
+    assume(sum(layout["sizes"]) >= per_device * world_size)
+    dataset = pair_dataset(layout["sizes"])
+    options = {"seed": layout["seed"], "clusters_per_batch": layout["clusters_per_batch"],
+               "topic_aware": layout["topic_aware"]}
+    spread = TopicAwareBalancedBatchSampler(dataset, per_device, layout["drop_last"], world_size=world_size, **options)
+    single = TopicAwareBalancedBatchSampler(dataset, per_device * world_size, layout["drop_last"], world_size=1,
+                                            **options)
+    batches = spread.epoch_batches(layout["epoch"])
+    assert len(spread) == len(batches) == world_size * len(single)
+    assert batches.reshape(len(single), -1).tolist() == single.epoch_batches(layout["epoch"]).tolist()
+    assert spread.composition(layout["epoch"]) == single.composition(layout["epoch"])
+    spread.set_epoch(layout["epoch"])
+    for rank in range(world_size):  # rank r trains on slice r of every global batch
+        shard = list(BatchSamplerShard(spread, num_processes=world_size, process_index=rank))
+        assert shard == batches[rank::world_size].tolist()
+
+
+@SLOW
+@given(anchor_rows(), st.integers(2, 3))
+def test_no_text_twice_in_a_global_batch(layout: dict, world_size: int) -> None:
+    topics = {f"a{i}": c for i, c in enumerate(np.repeat(np.arange(len(layout["sizes"])), layout["sizes"]))}
+    anchors = np.repeat(list(topics), layout["rows_per_anchor"]).tolist()
+    assume(len(anchors) >= layout["batch_size"] * world_size)
+    dataset = Dataset.from_dict({"anchor": anchors, "positive": [f"p{p}" for p in layout["positive"]]})
+    try:
+        sampler = TopicAwareBatchSampler(dataset, layout["batch_size"], layout["drop_last"], seed=layout["seed"],
+                                         clusters=topics, topic_aware=layout["topic_aware"], world_size=world_size)
+        batches = sampler.epoch_batches(layout["epoch"])
+    except ValueError as error:
+        assert "cannot be kept to one row per batch" in str(error) or "repeats texts too often" in str(error)
+        return
+    assert len(batches) == len(sampler) and len(batches) % world_size == 0
+    global_batches = batches.reshape(-1, layout["batch_size"] * world_size)
+    check_epoch(global_batches, len(anchors), layout["batch_size"] * world_size, layout["drop_last"],
+                top_up_from_first=False)
+    for batch in global_batches:
+        texts = [anchors[i] for i in batch] + [dataset[int(i)]["positive"] for i in batch]
+        assert len(texts) == len(set(texts))

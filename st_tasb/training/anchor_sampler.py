@@ -75,6 +75,8 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         anchor_column: the column of anchor texts (default: the first column).
         clusters_per_batch: topic clusters per batch; ``batch_size`` must be divisible by it.
         topic_aware: ``False`` gives random batches with the same no-duplicate guarantee.
+        world_size: processes that train together (default: the initialised ``torch.distributed`` group's size,
+            else 1); their per-device batches of one step form one global batch with no text twice.
 
     Raises:
         ValueError: for an anchor column that does not exist, a text column that does not hold strings,
@@ -102,6 +104,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         anchor_column: str | None = None,
         clusters_per_batch: int = 1,
         topic_aware: bool = True,
+        world_size: int | None = None,
     ) -> None:
         super().__init__(
             dataset,
@@ -112,6 +115,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
             seed=seed,
             clusters_per_batch=clusters_per_batch,
             topic_aware=topic_aware,
+            world_size=world_size,
         )
         self.anchor_column = _anchor_column(dataset, anchor_column)
         label_columns = set(valid_label_columns or [])
@@ -161,21 +165,23 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         return QueryClusters.fit(model, [(text, text) for text in texts], k, **fit_options)
 
     def epoch_batches(self, epoch: int | None = None) -> np.ndarray:
-        """The rows of every batch of ``epoch`` (default: the current one), shape ``[len(self), batch_size]``.
+        """The rows of every (per-device) batch of ``epoch`` (default: the current one), shape
+        ``[len(self), batch_size]``.
 
         The topic-aware composition, then every row whose text is already in its batch swapped with a row of
         its own cluster that fits (one the epoch leaves out, else one in another batch), or any row that fits
         when none does.
         """
-        batches = self._epoch_units(epoch).copy()
+        batches = self._epoch_global_units(epoch).copy()
         n_rows = len(self.unit_cluster)
         fillers = batches.size - n_rows if batches.size > n_rows else 0  # the top-up of the last batch
         _separate_duplicates(batches, self.row_texts, self.unit_cluster, fillers)
-        return batches
+        return self._per_device(batches)
 
     def composition(self, epoch: int | None = None) -> BatchComposition:
-        """How topical the batches of ``epoch`` are, after duplicates are separated (see :class:`BatchComposition`)."""
-        return BatchComposition.of(self.unit_cluster[self.epoch_batches(epoch)])
+        """How topical the (global) batches of ``epoch`` are, after duplicates are separated (see
+        :class:`BatchComposition`)."""
+        return BatchComposition.of(self.unit_cluster[self.epoch_batches(epoch).reshape(-1, self.global_batch_size)])
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.epoch_batches().tolist()
@@ -186,7 +192,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         distinct = np.ones(per_row.shape, dtype=bool)
         distinct[:, 1:] = per_row[:, 1:] != per_row[:, :-1]  # a text twice in one row counts once
         codes, counts = np.unique(per_row[distinct], return_counts=True)
-        n_batches = len(self)
+        n_batches = len(self) // self.world_size  # global batches: a text may be in each once
         if counts.max() > n_batches:
             code = codes[np.argmax(counts)]
             row, column = np.argwhere(self.row_texts == code)[0]

@@ -177,6 +177,9 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
             ``batch_size`` must be divisible by it.
         topic_aware: ``False`` is the random-batches ablation: queries in random order, clusters ignored.
         balanced: ``False`` is the uniform-pairs ablation: any of a query's pairs with equal probability.
+        world_size: processes that train together (default: the initialised ``torch.distributed`` group's size,
+            else 1); their per-device batches of one step form one global batch (see
+            :mod:`~st_tasb.training.topic_batches`).
 
     Raises:
         ValueError: when the dataset lacks the metadata columns, has no clusters while ``topic_aware``,
@@ -199,6 +202,7 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         n_bins: int = TrainingSettings.n_bins,
         clusters_per_batch: int = 1,
         topic_aware: bool = True,
+        world_size: int | None = None,
         balanced: bool = True,
     ) -> None:
         check_number("n_bins", n_bins, minimum=1)
@@ -211,6 +215,7 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
             seed=seed,
             clusters_per_batch=clusters_per_batch,
             topic_aware=topic_aware,
+            world_size=world_size,
         )
         self.n_bins = n_bins
         self.balanced = balanced
@@ -224,7 +229,8 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         self._set_units(self.index.query_cluster, "queries")
 
     def epoch_queries(self, epoch: int | None = None) -> np.ndarray:
-        """The query positions of every batch of ``epoch`` (default: the current one), shape ``[len(self), batch_size]``.
+        """The query positions of every (per-device) batch of ``epoch`` (default: the current one), shape
+        ``[len(self), batch_size]``.
 
         The topic-aware composition of :mod:`st_tasb.training.topic_batches`, with queries as its units.
         """

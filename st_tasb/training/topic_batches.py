@@ -14,6 +14,11 @@ Every batch has exactly ``batch_size`` units, no unit twice, and ``len()`` is ex
 ``drop_last``; otherwise they form the last batch, topped up with units of the epoch's first batch. Batches
 depend only on ``(seed, epoch)``, so every DDP rank computes the same sequence and a resumed run replays the
 same epoch. :class:`BatchComposition` reports how topical an epoch is.
+
+With ``N`` processes (DDP, ``world_size``), the rules above compose *global* batches of ``N * batch_size`` units
+(chunks of ``N * batch_size // clusters_per_batch``), and each global batch is yielded as ``N`` consecutive
+per-device slices: accelerate hands batch ``i`` to rank ``i % N``, so the ``N`` batches of one optimizer step
+together are one topic-aware global batch, with no unit twice in it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sentence_transformers.util import get_world_size
 
 from st_tasb.data.checks import check_number
 from st_tasb.data.compat import DefaultBatchSampler
@@ -131,10 +137,13 @@ class TopicBatchSampler(DefaultBatchSampler):
         *,
         clusters_per_batch: int = 1,
         topic_aware: bool = True,
+        world_size: int | None = None,
     ) -> None:
         check_number("batch_size", batch_size, minimum=1)
         check_number("clusters_per_batch", clusters_per_batch, minimum=1)
         check_number("seed", seed)
+        world_size = get_world_size() if world_size is None else world_size
+        check_number("world_size", world_size, minimum=1)
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -143,10 +152,11 @@ class TopicBatchSampler(DefaultBatchSampler):
             generator=generator,
             seed=seed,
         )
-        if batch_size % clusters_per_batch:
-            raise ValueError(
-                f"batch_size ({batch_size}) must be a positive multiple of clusters_per_batch ({clusters_per_batch})"
-            )
+        self.world_size = world_size
+        self.global_batch_size = batch_size * world_size
+        if self.global_batch_size % clusters_per_batch:
+            batch = f"the global batch ({batch_size} x {world_size} processes)" if world_size > 1 else f"batch_size ({batch_size})"
+            raise ValueError(f"{batch} must be a positive multiple of clusters_per_batch ({clusters_per_batch})")
         self.clusters_per_batch = clusters_per_batch
         self.topic_aware = topic_aware
         self.unit_cluster = np.zeros(0, dtype=np.int64)
@@ -164,9 +174,10 @@ class TopicBatchSampler(DefaultBatchSampler):
         """
         self.unit_cluster = np.asarray(unit_cluster, dtype=np.int64)
         n_units = len(self.unit_cluster)
-        if n_units < self.batch_size:
-            raise ValueError(f"the dataset has {n_units} {what}, fewer than one batch of {self.batch_size}: "
-                             "lower the batch size")
+        if n_units < self.global_batch_size:
+            across = f" ({self.batch_size} x {self.world_size} processes)" if self.world_size > 1 else ""
+            raise ValueError(f"the dataset has {n_units} {what}, fewer than one batch of {self.global_batch_size}"
+                             f"{across}: lower the batch size")
         if self.topic_aware:
             self._group = np.unique(self.unit_cluster, return_inverse=True)[1].astype(np.int64)  # 0..C-1
         else:  # random batches: a single group
@@ -191,15 +202,25 @@ class TopicBatchSampler(DefaultBatchSampler):
         )
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.unit_cluster), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        full, rest = divmod(len(self.unit_cluster), self.global_batch_size)
+        return (full + (1 if rest and not self.drop_last else 0)) * self.world_size
 
     def composition(self, epoch: int | None = None) -> BatchComposition:
-        """How topical the batches of ``epoch`` (default: the current one) are (see :class:`BatchComposition`)."""
-        return BatchComposition.of(self.unit_cluster[self._epoch_units(epoch)])
+        """How topical the (global) batches of ``epoch`` (default: the current one) are (see
+        :class:`BatchComposition`)."""
+        return BatchComposition.of(self.unit_cluster[self._epoch_global_units(epoch)])
 
     def _epoch_units(self, epoch: int | None = None) -> np.ndarray:
-        """The units of every batch of ``epoch`` (default: the current one), shape ``[len(self), batch_size]``.
+        """The units of every per-device batch of ``epoch``, shape ``[len(self), batch_size]``: each global batch
+        of :meth:`_epoch_global_units` cut into ``world_size`` consecutive slices."""
+        return self._per_device(self._epoch_global_units(epoch))
+
+    def _per_device(self, global_batches: np.ndarray) -> np.ndarray:
+        return global_batches.reshape(-1, self.batch_size)
+
+    def _epoch_global_units(self, epoch: int | None = None) -> np.ndarray:
+        """The units of every global batch of ``epoch`` (default: the current one), shape
+        ``[len(self) // world_size, world_size * batch_size]`` (with one process: the batches themselves).
 
         Topic-aware: every cluster is shuffled and cut into chunks of ``batch_size // clusters_per_batch``
         units; only the remainders (fewer than a chunk per cluster) are pooled, largest first, into fill-up
@@ -217,15 +238,15 @@ class TopicBatchSampler(DefaultBatchSampler):
         else:
             order = rng.permutation(n_units)
             order = order[np.argsort(self._tier[order], kind="stable")]
-            cut = len(order) - len(order) % self.batch_size
-            chunks, rest = order[:cut].reshape(-1, self.batch_size), order[cut:]
+            cut = len(order) - len(order) % self.global_batch_size
+            chunks, rest = order[:cut].reshape(-1, self.global_batch_size), order[cut:]
             per_batch = 1
-        n_full = n_units // self.batch_size
+        n_full = n_units // self.global_batch_size
         chunks = chunks[rng.permutation(len(chunks))]
         batches = self._join_chunks(chunks[: n_full * per_batch], n_full, rng)
-        if len(self) > n_full:  # the last batch: the leftover chunks and units, topped up from the first batch
+        if len(self) // self.world_size > n_full:  # the last batch: the leftover chunks and units, topped up from the first batch
             tail = np.concatenate((chunks[n_full * per_batch :].ravel(), rest))
-            tail = np.concatenate((tail, batches[0, : self.batch_size - len(tail)]))
+            tail = np.concatenate((tail, batches[0, : self.global_batch_size - len(tail)]))
             batches = np.concatenate((batches, tail[None, :]))
         return batches
 
@@ -236,7 +257,7 @@ class TopicBatchSampler(DefaultBatchSampler):
             ``(chunks, rest)``: ``chunks`` of shape ``[K, batch_size // clusters_per_batch]``, and the fewer
             than one chunk of remainder units that complete none.
         """
-        size = self.batch_size // self.clusters_per_batch
+        size = self.global_batch_size // self.clusters_per_batch
         n_clusters = int(self._group.max()) + 1
         rank = rng.permutation(n_clusters)[self._group]  # clusters in random order
         order = np.lexsort((rng.random(len(rank)), self._tier, rank))  # grouped by cluster, shuffled inside
@@ -264,5 +285,5 @@ class TopicBatchSampler(DefaultBatchSampler):
             cluster_rank = rng.permutation(int(self._group.max()) + 1)
             chunks = chunks[np.argsort(cluster_rank[self._group[chunks[:, 0]]], kind="stable")]
             chunks = chunks.reshape(per_batch, n_batches, -1).transpose(1, 0, 2)
-        batches = chunks.reshape(n_batches, self.batch_size)
+        batches = chunks.reshape(n_batches, self.global_batch_size)
         return batches[rng.permutation(n_batches)]
