@@ -421,20 +421,25 @@ def test_train_evaluates_keeps_the_best_model_and_stops_early(
 def test_train_under_torchrun_with_two_processes(table_dir: Path, clusters_dir: Path, tiny_beir: Path,
                                                  small_student_path: str, tmp_path: Path, torchrun) -> None:
     """Guards multi-process training (`torchrun -m st_tasb train`, gloo on CPU, as `accelerate launch` runs it): both
-    ranks train, one writes the shared teacher cache and the model, and the result loads."""
+    ranks train with in-batch negatives gathered from both, one writes the shared teacher cache and the model, the
+    launch line and the card say how many passages each query saw, and the result loads."""
     from sentence_transformers import SentenceTransformer
 
     result = torchrun(
         "-m", "st_tasb", "train", "--table", str(table_dir), "--clusters", str(clusters_dir), "--data", str(tiny_beir),
         "--student", small_student_path, "--max-seq-length", "32", "--inbatch-teacher", "bi-encoder",
         "--inbatch-teacher-model", small_student_path, "--inbatch-cache", str(tmp_path / "cache"), "--batch-size", "4",
-        "--max-steps", "2", "--cpu", "--output", str(tmp_path / "model"),
+        "--max-steps", "2", "--cpu", "--gather-across-devices", "--output", str(tmp_path / "model"),
         env={**ENV, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.stdout.count("trained 2 steps") == 1  # the main process reports
     assert result.stderr.count("training on 2 process(es) (backend gloo") == 1  # once, from the main process
+    assert "in-batch negatives gathered from every process" in result.stderr
     card = json.loads((tmp_path / "model" / "tas_balanced.json").read_text())
     assert (card["settings"]["world_size"], card["settings"]["global_batch_size"]) == (2, 8)
+    assert card["settings"]["gather_across_devices"] is True
+    assert card["settings"]["in_batch_passages_per_query"] == 16  # positives and negatives of the global batch
+    assert "in-batch negatives gathered across processes" in (tmp_path / "model" / "README.md").read_text()
     assert card["settings"]["epochs_trained"] == 0.4  # 2 steps of 8 of the 40 training queries
     assert np.load(tmp_path / "cache" / "corpus.npy").shape[0] == 300
     assert SentenceTransformer(str(tmp_path / "model"), device="cpu").encode(["x"]).shape == (1, 384)

@@ -81,7 +81,8 @@ def test_resume_replays_the_same_epoch(scifact_parts) -> None:
 @pytest.mark.slow
 def test_ddp_ranks_get_disjoint_batches_of_one_sequence(scifact_parts, small_student_path, tmp_path: Path, torchrun) -> None:
     """Guards DDP: under torchrun (gloo) both ranks build the same batch sequence, accelerate hands them disjoint
-    batches (i % world_size == rank), no rank hangs on a wrong __len__, and training finishes."""
+    batches (i % world_size == rank), the batches of one step form one topic-aware global batch, no rank hangs on a
+    wrong __len__, and training finishes."""
     out = tmp_path / "ddp"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -101,6 +102,9 @@ def test_ddp_ranks_get_disjoint_batches_of_one_sequence(scifact_parts, small_stu
         assert record["global_step"] == steps and np.isfinite(record["losses"]).all()
     seen = [q for batches in own for batch in batches for q in batch]
     assert len(seen) == len(set(seen)) == len(expected) * 8  # disjoint, and together the whole epoch
+    # the batches of a step (one per rank) are one topic-aware global batch of 16
+    assert ranks[0]["composition"] == ranks[0]["single_process_composition"]
+    assert ranks[0]["composition"]["single_cluster_share"] > 0.5
 
 
 def test_a_sampler_instance_in_the_training_arguments_is_refused(scifact_parts, small_student, tmp_path: Path) -> None:

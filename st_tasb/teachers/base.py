@@ -125,7 +125,8 @@ class InBatchTeacher(nn.Module):
         return self.score(texts["query"], texts["positive"] + texts["negative"])
 
     def forward(self, labels: Mapping[str, Any]) -> Tensor:
-        """Score a batch without gradients and return a float32 ``[B, 2B]`` matrix.
+        """Score a batch without gradients and return a float32 ``[B, 2B]`` matrix (``[B, 2G]`` when the labels
+        carry the ``G`` passages of every process).
 
         Raises:
             ValueError: if the labels lack what the teacher needs, or the scores have the wrong shape.
@@ -133,10 +134,11 @@ class InBatchTeacher(nn.Module):
         with torch.no_grad():
             scores = self.score_batch(labels)
         batch_size = labels_batch_size(labels)
-        if tuple(scores.shape) != (batch_size, 2 * batch_size):
+        passages = _passages_per_side(labels, batch_size)
+        if tuple(scores.shape) != (batch_size, 2 * passages):
             raise ValueError(
                 f"{type(self).__name__} returned scores of shape {tuple(scores.shape)} for a batch of "
-                f"{batch_size} rows; expected ({batch_size}, {2 * batch_size}): each query against all "
+                f"{batch_size} rows; expected ({batch_size}, {2 * passages}): each query against all "
                 "positives, then all negatives"
             )
         # clone() turns an inference-mode tensor (sentence-transformers' encode) into a normal one
@@ -183,6 +185,15 @@ class InBatchTeacher(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         """The settings recorded in the model card (subclasses add theirs)."""
         return {}
+
+
+def _passages_per_side(labels: Mapping[str, Any], batch_size: int) -> int:
+    """How many positives (and as many negatives) the labels carry: the batch's own, or every process's when they
+    were gathered (:func:`~st_tasb.training.gathering.gather_labels`)."""
+    if "positive_index" in labels:
+        return len(labels["positive_index"])
+    texts = labels.get("texts")
+    return len(texts["positive"]) if isinstance(texts, Mapping) and "positive" in texts else batch_size
 
 
 def labels_batch_size(labels: Mapping[str, Any]) -> int:

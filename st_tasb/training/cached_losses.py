@@ -46,6 +46,7 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         alpha: weight of the in-batch term.
         similarity_fct: student score matrix of two embedding batches (default: dot product).
         inbatch_loss, contrastive_weight, pairwise_weight: the terms in use (see the plain loss).
+        gather_across_devices: in-batch terms over every process's passages (see the plain loss).
         mini_batch_size: rows embedded per forward pass; bounds the activation memory.
         mini_batch_num_tokens: if set, mini-batches are packed by token count instead (see
             sentence-transformers' cached losses).
@@ -71,6 +72,7 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         inbatch_loss: str = "margin-mse",
         contrastive_weight: float = 0.0,
         pairwise_weight: float = 1.0,
+        gather_across_devices: bool = False,
         mini_batch_size: int = 32,
         mini_batch_num_tokens: int | None = None,
         show_progress_bar: bool = False,
@@ -88,7 +90,8 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         if mini_batch_size < 1 or (mini_batch_num_tokens is not None and mini_batch_num_tokens < 1):
             raise ValueError("mini_batch_size and mini_batch_num_tokens must be positive")
         super().__init__(model, inbatch_teacher, alpha=alpha, similarity_fct=similarity_fct, inbatch_loss=inbatch_loss,
-                         contrastive_weight=contrastive_weight, pairwise_weight=pairwise_weight)
+                         contrastive_weight=contrastive_weight, pairwise_weight=pairwise_weight,
+                         gather_across_devices=gather_across_devices)
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
@@ -110,7 +113,7 @@ class CachedDualTeacherMarginMSELoss(CachedLossMixin, DualTeacherMarginMSELoss):
         """The loss over the whole batch from the per-mini-batch embeddings (the GradCache loss stage)."""
         query, positive, negative = (torch.cat(column) for column in reps)
         components = dual_teacher_margin_mse(query, positive, negative, labels.margin, labels.inbatch_scores,
-                                             **self.term_settings())
+                                             **self.term_settings(), passages=self.in_batch_passages(positive, negative))
         total = torch.stack(list(components.values())).sum()
         if with_backward:
             total.backward()

@@ -38,6 +38,7 @@ from torch.nn import functional
 
 from st_tasb.data.compat import embed_columns
 from st_tasb.teachers.base import InBatchTeacher
+from st_tasb.training.gathering import GatheredPassages, gather_labels, gather_passages, gathering_active
 
 TASB_CITATION = """
 @inproceedings{hofstaetter2021tasb,
@@ -56,15 +57,18 @@ _NO_TERM = ("the loss has no term left: give pairwise_weight or contrastive_weig
 _COLLATOR_HINT = "pass data_collator=TASBDataCollator.for_model(model) to the SentenceTransformerTrainer"
 
 
-def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
+def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor, offset: int = 0) -> Tensor:
     """The in-batch Margin-MSE ``L_inb`` of ``[B, 2B]`` score matrices (columns: positives, then negatives).
 
     Each row's own positive (column ``i``) is the anchor, and each row's own negative (column
     ``B + i``) is left out. A batch of one row has no in-batch negatives: the term is then zero.
+    With passages gathered from several processes the matrices are ``[B, 2G]`` and row ``i``'s own passages are
+    columns ``offset + i`` and ``G + offset + i``.
 
     Args:
         student_scores: ``[B, 2B]`` student scores.
         teacher_scores: ``[B, 2B]`` in-batch teacher scores (no gradient flows into them).
+        offset: the position of this batch's rows among the gathered passages.
 
     Returns:
         A scalar tensor.
@@ -74,16 +78,17 @@ def in_batch_margin_mse(student_scores: Tensor, teacher_scores: Tensor) -> Tenso
         >>> in_batch_margin_mse(student, student + torch.tensor([[0.0, 1.0, 5.0, 0.0], [0.0, 0.0, 3.0, 0.0]]))
         tensor(2.5000)
     """
-    batch_size = student_scores.shape[0]
-    if batch_size < 2:
+    batch_size, passages = student_scores.shape[0], student_scores.shape[1] // 2
+    if passages < 2:
         return student_scores.sum() * 0.0
     # (s_ii - s_ij) - (c_ii - c_ij) = g_ii - g_ij with g = s - c
     gap = student_scores - teacher_scores.detach()
     own = torch.arange(batch_size, device=gap.device)
-    squared = (gap[own, own].unsqueeze(1) - gap) ** 2
-    others = ~torch.eye(batch_size, dtype=torch.bool, device=gap.device)
-    positives = squared[:, :batch_size][others].mean()
-    negatives = squared[:, batch_size:][others].mean()
+    squared = (gap[own, own + offset].unsqueeze(1) - gap) ** 2
+    others = torch.ones(batch_size, passages, dtype=torch.bool, device=gap.device)
+    others[own, own + offset] = False
+    positives = squared[:, :passages][others].mean()
+    negatives = squared[:, passages:][others].mean()
     return (positives + negatives) / 2
 
 
@@ -108,14 +113,15 @@ def in_batch_kl(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
     return functional.kl_div(functional.log_softmax(student_scores, dim=1), teacher, reduction="batchmean", log_target=True)
 
 
-def in_batch_contrastive(student_scores: Tensor) -> Tensor:
-    """The labels' term: cross-entropy of each query's own positive (column ``i``) against all ``2B`` passages.
+def in_batch_contrastive(student_scores: Tensor, offset: int = 0) -> Tensor:
+    """The labels' term: cross-entropy of each query's own positive (column ``offset + i``) against all passages.
 
     Example:
         >>> round(in_batch_contrastive(torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])).item(), 4)
         0.3408
     """
-    return functional.cross_entropy(student_scores, torch.arange(student_scores.shape[0], device=student_scores.device))
+    own = torch.arange(student_scores.shape[0], device=student_scores.device) + offset
+    return functional.cross_entropy(student_scores, own)
 
 
 INBATCH_LOSSES = ("margin-mse", "kl")
@@ -180,6 +186,7 @@ def dual_teacher_margin_mse(
     inbatch_loss: str = "margin-mse",
     contrastive_weight: float = 0.0,
     pairwise_weight: float = 1.0,
+    passages: GatheredPassages | None = None,
 ) -> dict[str, Tensor]:
     """The loss components from embeddings and teacher scores (no model needed).
 
@@ -195,6 +202,9 @@ def dual_teacher_margin_mse(
         inbatch_loss: ``"margin-mse"`` (the paper) or ``"kl"`` (listwise, :func:`in_batch_kl`).
         contrastive_weight: weight of the labels' term :func:`in_batch_contrastive` (0, the paper: none).
         pairwise_weight: weight of the pairwise term (1, the paper); 0 leaves it out.
+        passages: the in-batch passages when they were gathered from several processes
+            (:func:`~st_tasb.training.gathering.gather_passages`): the in-batch terms then range over all ``2G``
+            of them, and ``inbatch_scores`` is ``[B, 2G]``; ``None``: this batch's own.
 
     Returns:
         ``{"pairwise": pairwise_weight * L_pair}`` (when that weight is not 0), ``"in_batch": alpha * L_inb`` when
@@ -228,24 +238,28 @@ def dual_teacher_margin_mse(
             f"the pairwise teacher margins have shape {tuple(margin.shape)}; expected ({batch_size},), one "
             "margin T+ - T- per row"
         )
-    scores = similarity_fct(query, torch.cat([positive, negative])).float()  # [B, 2B]
-    own = torch.arange(batch_size, device=scores.device)
-    student_margin = scores[own, own] - scores[own, own + batch_size]
+    passages = passages or GatheredPassages.local(positive, negative)
+    n_passages, offset = passages.positive.shape[0], passages.offset
+    scores = similarity_fct(query, torch.cat([passages.positive, passages.negative])).float()  # [B, 2G]
+    own = torch.arange(batch_size, device=scores.device) + offset
+    student_margin = scores[own - offset, own] - scores[own - offset, own + n_passages]
     margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
     components = {}
     if pairwise_weight != 0:
         components["pairwise"] = pairwise_weight * ((student_margin - margin) ** 2).mean()
     if inbatch_scores is not None and alpha != 0:
-        if tuple(inbatch_scores.shape) != (batch_size, 2 * batch_size):
+        if tuple(inbatch_scores.shape) != (batch_size, 2 * n_passages):
             raise ValueError(
                 f"the in-batch teacher scores have shape {tuple(inbatch_scores.shape)}; expected "
-                f"({batch_size}, {2 * batch_size}): each query against all positives, then all negatives"
+                f"({batch_size}, {2 * n_passages}): each query against all positives, then all negatives"
             )
         inbatch_scores = inbatch_scores.to(device=scores.device, dtype=scores.dtype)
-        term = in_batch_kl if inbatch_loss == "kl" else in_batch_margin_mse
-        components["in_batch"] = alpha * term(scores, inbatch_scores)
+        if inbatch_loss == "kl":
+            components["in_batch"] = alpha * in_batch_kl(scores, inbatch_scores)
+        else:
+            components["in_batch"] = alpha * in_batch_margin_mse(scores, inbatch_scores, offset)
     if contrastive_weight != 0:
-        components["contrastive"] = contrastive_weight * in_batch_contrastive(scores)
+        components["contrastive"] = contrastive_weight * in_batch_contrastive(scores, offset)
     if not components:
         raise ValueError(_NO_TERM)
     return components
@@ -277,6 +291,10 @@ class DualTeacherMarginMSELoss(nn.Module):
         contrastive_weight: weight of a contrastive term on the labels (each query's positive against every passage
             of the batch, as MultipleNegativesRankingLoss); 0 (the paper) leaves it out.
         pairwise_weight: weight of the pairwise Margin-MSE term (1, the paper).
+        gather_across_devices: with several processes (DDP), every query's in-batch terms range over the passages
+            of all processes' batches (the global batch), and the in-batch teacher scores them all; DDP's averaged
+            gradient is then that of one process on the global batch (:mod:`~st_tasb.training.gathering`).
+            ``False``: each process's own batch. No effect with one process.
 
     References:
         - Hofstätter et al., Efficiently Teaching an Effective Dense Retriever with Balanced Topic Aware
@@ -336,6 +354,7 @@ class DualTeacherMarginMSELoss(nn.Module):
         inbatch_loss: str = "margin-mse",
         contrastive_weight: float = 0.0,
         pairwise_weight: float = 1.0,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__()
         check_alpha(alpha)
@@ -366,6 +385,7 @@ class DualTeacherMarginMSELoss(nn.Module):
         self.inbatch_loss = inbatch_loss
         self.contrastive_weight = float(contrastive_weight)
         self.pairwise_weight = float(pairwise_weight)
+        self.gather_across_devices = bool(gather_across_devices)
 
     @property
     def uses_inbatch_teacher(self) -> bool:
@@ -394,7 +414,12 @@ class DualTeacherMarginMSELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
         """The loss components from the query, positive and negative embeddings and the labels."""
         margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
-        return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, **self.term_settings())
+        return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, **self.term_settings(),
+                                       passages=self.in_batch_passages(*embeddings[1:]))
+
+    def in_batch_passages(self, positive: Tensor, negative: Tensor) -> GatheredPassages | None:
+        """The passages of every process when gathering (see ``gather_across_devices``), else ``None``."""
+        return gather_passages(positive, negative) if gathering_active(self.gather_across_devices) else None
 
     def term_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`dual_teacher_margin_mse` that this loss sets."""
@@ -445,7 +470,9 @@ class DualTeacherMarginMSELoss(nn.Module):
                 f"labels['margin'] holds {margin.reshape(-1).shape[0]} margins for a batch of {batch_size} rows: one "
                 "pairwise teacher margin per (query, positive, negative) row"
             )
-        return margin, self.inbatch_teacher(labels) if self.uses_inbatch_teacher else None
+        if not self.uses_inbatch_teacher:
+            return margin, None
+        return margin, self.inbatch_teacher(gather_labels(labels) if gathering_active(self.gather_across_devices) else labels)
 
     def get_config_dict(self) -> dict[str, Any]:
         """The settings recorded in the model card."""
@@ -456,6 +483,7 @@ class DualTeacherMarginMSELoss(nn.Module):
             "inbatch_loss": self.inbatch_loss,
             "contrastive_weight": self.contrastive_weight,
             "pairwise_weight": self.pairwise_weight,
+            "gather_across_devices": self.gather_across_devices,
         }
 
     @property

@@ -58,6 +58,8 @@ SETTING_LABELS = {
     "batch_size": "batch size (b)",
     "world_size": "processes (world size)",
     "global_batch_size": "global batch (all processes)",
+    "gather_across_devices": "in-batch negatives gathered across processes",
+    "in_batch_passages_per_query": "passages each query is scored against in its batch",
     "epochs_trained": "epochs trained (passes over the training queries)",
     "topic_aware": "topic-aware batches",
     "balanced": "balanced margin sampling",

@@ -126,6 +126,12 @@ class TrainingSettings:
         default=False,
         metadata={"help": "bf16 mixed precision (CUDA with bf16 support, or recent CPUs)"},
     )
+    gather_across_devices: bool = field(
+        default=False,
+        metadata={"help": "with several processes (DDP): every query's in-batch negatives are the passages of all "
+                          "processes' batches (one global batch), the in-batch teacher scores them all, and the gradient "
+                          "is that of one process on the global batch; off: each process's own batch"},
+    )
     gradcache_mini_batch_size: int | None = field(
         default=None,
         metadata={"help": "embed each batch in mini-batches of this size with gradient caching (large batches, little memory)"},

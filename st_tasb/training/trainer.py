@@ -248,7 +248,8 @@ def train(
         dataset, topics = build_pair_dataset(table, queries, corpus, topic_clusters)
         inbatch_teacher = None  # the baseline learns from the labels alone
         batch_sampler: Any = pair_batch_sampler(topics)
-        loss: torch.nn.Module = MultipleNegativesRankingLoss(student, **_mnrl_similarity(settings))
+        loss: torch.nn.Module = MultipleNegativesRankingLoss(student, **_mnrl_similarity(settings),
+                                                             gather_across_devices=settings.gather_across_devices)
         collator = None
     else:
         dataset = build_training_dataset(table, queries, corpus, topic_clusters, with_indices=True)
@@ -269,7 +270,7 @@ def train(
         train_dataset=dataset,
         loss=loss,
         data_collator=collator,
-        callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport()],
+        callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport(settings.gather_across_devices)],
         evaluator=evaluator,
     )
     if resume_from_checkpoint:
@@ -285,6 +286,7 @@ def train(
     card = _card(card, settings, table, hard_margin, clusters, inbatch_teacher, trainer.state.global_step)
     card.settings.update(
         world_size=trainer.args.world_size, global_batch_size=_global_batch(trainer.args),
+        in_batch_passages_per_query=_in_batch_passages(trainer.args, settings),
         epochs_trained=round(float(trainer.state.epoch or 0), 4),
     )
     if trainer.is_world_process_zero():
@@ -319,6 +321,7 @@ def _loss(
         "inbatch_loss": settings.inbatch_loss,
         "contrastive_weight": settings.contrastive_weight,
         "pairwise_weight": settings.pairwise_weight,
+        "gather_across_devices": settings.gather_across_devices,
     }
     if settings.gradcache_mini_batch_size is None:
         return DualTeacherMarginMSELoss(student, teacher, **terms)
@@ -449,6 +452,13 @@ def _global_batch(args: TrainingArguments) -> int:
     return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
 
 
+def _in_batch_passages(args: TrainingArguments, settings: TrainingSettings) -> int:
+    """How many passages each query is scored against in its batch: the positives and negatives of the global batch
+    when gathering across processes, else of its own device's batch (mnrl: positives only)."""
+    rows = args.per_device_train_batch_size * (args.world_size if settings.gather_across_devices else 1)
+    return rows if settings.loss == "mnrl" else 2 * rows
+
+
 class LaunchReport(TrainerCallback):
     """Logs, once per run on the main process, how training runs: processes, backend, device, batch sizes, steps.
 
@@ -456,14 +466,18 @@ class LaunchReport(TrainerCallback):
     ``--multi_gpu``), a run has one process whatever ``--num_processes`` said; that is warned about.
     """
 
+    def __init__(self, gather_across_devices: bool = False) -> None:
+        self.in_batch = "gathered from every process" if gather_across_devices else "per device (not gathered)"
+
     def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         backend = getattr(args.distributed_state, "backend", None) or "none"
         logger.info(
             "training on %d process(es) (backend %s, device %s): %d queries per device, global batch %d, %d steps, "
-            "%g epochs", args.world_size, backend, args.device, args.per_device_train_batch_size, _global_batch(args),
-            state.max_steps, args.num_train_epochs if args.max_steps <= 0 else state.num_train_epochs,
+            "%g epochs; in-batch negatives %s", args.world_size, backend, args.device, args.per_device_train_batch_size,
+            _global_batch(args), state.max_steps, args.num_train_epochs if args.max_steps <= 0 else state.num_train_epochs,
+            self.in_batch if args.world_size > 1 else "of the batch",
         )
         if args.world_size == 1 and "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
             logger.warning(

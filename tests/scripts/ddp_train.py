@@ -8,6 +8,7 @@ Usage: torchrun --nproc_per_node 2 ddp_train.py MODEL DATA_DIR TABLE_DIR CLUSTER
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from functools import partial
@@ -80,6 +81,10 @@ def main(model_path: str, data_dir: str, table_dir: str, clusters_dir: str, out_
         "global_step": trainer.state.global_step,
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "sampler": type(getattr(sampler, "batch_sampler", sampler)).__name__,
+        # the two per-device batches of a step form one global batch of 16, composed as one process's batch of 16
+        "composition": dataclasses.asdict(TopicAwareBalancedBatchSampler(dataset, 8, True, seed=11).composition()),
+        "single_process_composition": dataclasses.asdict(
+            TopicAwareBalancedBatchSampler(dataset, 16, True, seed=11, world_size=1).composition()),
     }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
 
