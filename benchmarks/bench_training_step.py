@@ -64,6 +64,7 @@ from st_tasb.teachers import (
     ColBERTTeacher,
     InBatchTeacher,
 )
+from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
 from st_tasb.training.collator import TASBDataCollator
 from st_tasb.training.dataset import build_training_dataset
 from st_tasb.training.losses import DualTeacherMarginMSELoss
@@ -84,9 +85,26 @@ class TrainingData:
     query_ids: np.ndarray
 
 
-def toy_training_data(triples: Path, n_queries: int, seed: int = 0) -> TrainingData:
-    """Queries, passages and a teacher table from MS MARCO triples (query, positive, negative texts)."""
-    rows = [line.rstrip("\n").split("\t") for line in triples.read_text(encoding="utf-8").splitlines() if line.strip()]
+def synthetic_triples(n_rows: int, seed: int = 0) -> list[list[str]]:
+    """(query, positive, negative) texts of random words of the BERT vocabulary: queries of 6-12 words, passages of
+    40-90 (MS MARCO's lengths), for a machine without the data."""
+    words = [w for w in (MINILM / "vocab.txt").read_text(encoding="utf-8").split() if w.isalpha()]
+    rng = np.random.default_rng(seed)
+
+    def text(low: int, high: int) -> str:
+        return " ".join(words[i] for i in rng.integers(0, len(words), size=rng.integers(low, high)))
+
+    return [[text(6, 13), text(40, 91), text(40, 91)] for _ in range(n_rows)]
+
+
+def toy_training_data(triples: Path | str, n_queries: int, seed: int = 0) -> TrainingData:
+    """Queries, passages and a teacher table from MS MARCO triples (query, positive, negative texts), or from
+    :func:`synthetic_triples` when ``triples`` is ``"synthetic"``."""
+    if str(triples) == "synthetic":
+        rows = synthetic_triples(100, seed)
+    else:
+        rows = [line.rstrip("\n").split("\t") for line in Path(triples).read_text(encoding="utf-8").splitlines()
+                if line.strip()]
     rng = np.random.default_rng(seed)
     n_rows = len(rows)
     # passage 2i is the positive of row i, passage 2i + 1 its negative
@@ -101,7 +119,7 @@ def toy_training_data(triples: Path, n_queries: int, seed: int = 0) -> TrainingD
     table = TeacherScoreTable.from_margins(
         np.repeat(query_ids, NEGATIVES_PER_QUERY), 2 * row_of_query, negatives,
         rng.normal(3.0, 3.0, size=len(row_of_query)).astype(np.float32),
-    )
+    ).deduplicate("first")  # a negative drawn twice for a query is one pair (training refuses repeats)
     return TrainingData(queries, corpus, table, query_ids)
 
 
@@ -226,7 +244,10 @@ def measure_batch_size(batch_size: int, args, report: Report, work: Path) -> Non
     teacher, teacher_setup = in_batch_teacher(args.teacher, data, args.device, args.colbert)
 
     tasb_student = load_student(args.student, args.device, work / "student")
-    tasb_loss = DualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75)
+    if args.gradcache:
+        tasb_loss = CachedDualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75, mini_batch_size=args.gradcache)
+    else:
+        tasb_loss = DualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75)
     tasb = Configuration("TAS-B", trainer_for(
         tasb_student, build_training_dataset(data.table, data.queries, data.corpus, clusters, with_indices=True), tasb_loss,
         TASBDataCollator.for_model(tasb_student), batch_size, partial(TopicAwareBalancedBatchSampler), args,
@@ -251,7 +272,7 @@ def measure_batch_size(batch_size: int, args, report: Report, work: Path) -> Non
     tasb_tokens, base_tokens = statistics.mean(tasb.padded_tokens), statistics.mean(baseline.padded_tokens)
     per_token = (tasb_step / tasb_tokens) / (base_step / base_tokens)
     teacher_share = sum(tasb.teacher_seconds) / sum(tasb.step_seconds)
-    label = f"b={batch_size}"
+    label = f"b={batch_size}" + (f" (TAS-B with GradCache, mini-batches of {args.gradcache})" if args.gradcache else "")
     step_note = (f"mean step: TAS-B {tasb_step * 1e3:.0f} ms, MarginMSE {base_step * 1e3:.0f} ms; medians "
                  f"{statistics.median(tasb.step_seconds) * 1e3:.0f} / {statistics.median(baseline.step_seconds) * 1e3:.0f} ms")
     token_note = (f"step time per padded input token (the student's work varies with the rows drawn): padded "
@@ -286,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                            help="mixed precision of the student (default: bf16 on CUDA, fp32 on CPU)")
     arguments.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    arguments.add_argument("--triples", type=Path, default=DEFAULT_TRIPLES)
+    arguments.add_argument("--triples", default=DEFAULT_TRIPLES,
+                           help="MS MARCO triples TSV, or 'synthetic': random words (nothing read from disk)")
+    arguments.add_argument("--gradcache", type=int, metavar="N",
+                           help="TAS-B with CachedDualTeacherMarginMSELoss, mini-batches of N (the baseline stays plain)")
     arguments.add_argument("--seed", type=int, default=0)
     args = arguments.parse_args(argv)
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
@@ -295,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("training step: TAS-B recipe vs MarginMSELoss", {
         "device": args.device, "student": args.student, "teacher": args.teacher + (f" ({args.colbert})" if args.colbert else ""),
         "batch sizes": args.batch_sizes, "warmup": args.warmup, "steps": args.steps, "precision": args.precision,
-        "torch threads": torch.get_num_threads(),
+        "torch threads": torch.get_num_threads(), "gradcache": args.gradcache, "triples": str(args.triples),
     })
     with tempfile.TemporaryDirectory(prefix="bench-training-") as work:
         for batch_size in args.batch_sizes:
