@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         mp.spawn(worker, args=(port, args, folder), nprocs=PROCESSES, join=True)
         wall = time.perf_counter() - start
         result = np.load(Path(folder, "result.npz"))
-        gathered, local = statistics.mean(result["gathered"]), statistics.mean(result["local"])
+        gathered, local = float(statistics.mean(result["gathered"])), float(statistics.mean(result["local"]))
         rss = float(result["rss"])
     report.target("step with gathering / without", gathered / local, "x", RATIO_TARGET,
                   note=f"mean step: gathered {gathered * 1e3:.0f} ms (2 x {args.batch_size} = {2 * args.batch_size} rows "
