@@ -41,15 +41,14 @@ def layouts(draw: st.DrawFn) -> dict:
     chunk = draw(st.integers(1, 8))
     batch_size = clusters_per_batch * chunk
     assume(sum(sizes) >= batch_size)
-    return {
-        "sizes": sizes,
-        "batch_size": batch_size,
-        "clusters_per_batch": clusters_per_batch,
-        "drop_last": draw(st.booleans()),
-        "topic_aware": draw(st.booleans()),
-        "seed": draw(st.integers(0, 2**32 - 1)),
-        "epoch": draw(st.integers(0, 5)),
-    }
+    return {"sizes": sizes, "batch_size": batch_size, "clusters_per_batch": clusters_per_batch,
+            **epoch_options(draw, max_epoch=5)}
+
+
+def epoch_options(draw: st.DrawFn, max_epoch: int) -> dict:
+    """``drop_last``, ``topic_aware``, ``seed`` and ``epoch`` of a sampler run."""
+    return {"drop_last": draw(st.booleans()), "topic_aware": draw(st.booleans()),
+            "seed": draw(st.integers(0, 2**32 - 1)), "epoch": draw(st.integers(0, max_epoch))}
 
 
 def pair_dataset(sizes: list[int], pairs_per_query: int = 2, seed: int = 0) -> Dataset:
@@ -241,16 +240,8 @@ def anchor_rows(draw: st.DrawFn) -> dict:
     assume(n_rows >= batch_size)
     n_positives = draw(st.integers(max(1, n_rows // 2), n_rows))
     positive = draw(st.lists(st.integers(0, n_positives - 1), min_size=n_rows, max_size=n_rows))
-    return {
-        "sizes": sizes,
-        "rows_per_anchor": rows_per_anchor,
-        "positive": positive,
-        "batch_size": batch_size,
-        "drop_last": draw(st.booleans()),
-        "topic_aware": draw(st.booleans()),
-        "seed": draw(st.integers(0, 2**32 - 1)),
-        "epoch": draw(st.integers(0, 3)),
-    }
+    return {"sizes": sizes, "rows_per_anchor": rows_per_anchor, "positive": positive, "batch_size": batch_size,
+            **epoch_options(draw, max_epoch=3)}
 
 
 @SLOW
