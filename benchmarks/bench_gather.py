@@ -75,7 +75,6 @@ def worker(rank: int, port: int, args, folder: str) -> None:
         if step >= 2 * args.warmup:
             seconds[gather].append(elapsed)
     if rank == 0:
-        Path(folder, "result.npz").write_bytes(b"")
         np.savez(Path(folder, "result.npz"), gathered=seconds[True], local=seconds[False], rss=rss_bytes())
     dist.destroy_process_group()
 

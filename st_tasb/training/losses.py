@@ -241,8 +241,8 @@ def dual_teacher_margin_mse(
     passages = passages or GatheredPassages.local(positive, negative)
     n_passages, offset = passages.positive.shape[0], passages.offset
     scores = similarity_fct(query, torch.cat([passages.positive, passages.negative])).float()  # [B, 2G]
-    own = torch.arange(batch_size, device=scores.device) + offset
-    student_margin = scores[own - offset, own] - scores[own - offset, own + n_passages]
+    rows = torch.arange(batch_size, device=scores.device)
+    student_margin = scores[rows, rows + offset] - scores[rows, rows + offset + n_passages]
     margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
     components = {}
     if pairwise_weight != 0:

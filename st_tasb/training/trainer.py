@@ -382,13 +382,14 @@ def _check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSe
             hint = f"resume from {earlier[-1]}" if earlier else "no earlier checkpoint is complete: train again"
             raise ValueError(f"checkpoint {chosen} is {problem}; {hint}")
         return chosen
-    complete = [path for path in checkpoints if not checkpoint_problem(path)]
+    problems = {path: checkpoint_problem(path) for path in checkpoints}  # each opened once
+    complete = [path for path in checkpoints if not problems[path]]
     if not complete:
         found = f"the checkpoints there are all incomplete ({', '.join(p.name for p in checkpoints)})" if checkpoints else "there is none"
         raise ValueError(f"--resume: no complete checkpoint in {checkpoint_dir} to resume from ({found}): train again")
     for skipped in checkpoints[checkpoints.index(complete[-1]) + 1 :]:
         logger.warning("skipping checkpoint %s: it is %s; resuming from %s (the run writes that step again)",
-                       skipped, checkpoint_problem(skipped), complete[-1].name)
+                       skipped, problems[skipped], complete[-1].name)
     return complete[-1]
 
 
