@@ -32,6 +32,8 @@ from typing import Any, Generic, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from st_tasb.data.text_files import DataFormatError, read_text
+
 T = TypeVar("T")
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -190,7 +192,10 @@ def load_config(path: str | Path, arguments: type) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: no such file")
     if path.suffix.lower() not in CONFIG_SUFFIXES:
         raise ConfigError(f"{path}: a config file must end in {', '.join(CONFIG_SUFFIXES)}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path, "config file")
+    except DataFormatError as error:
+        raise ConfigError(str(error)) from None
     try:
         if path.suffix.lower() == ".json":
             content = json.loads(text, object_pairs_hook=_unique_json_keys)

@@ -19,19 +19,15 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from datasets import Dataset
 
+from st_tasb.data.text_files import DataFormatError, id_field, integer_field, json_records, string_field, text_lines
 from st_tasb.data.texts import TextStore
 
 logger = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
-
-
-class DataFormatError(ValueError):
-    """A data file is malformed; the message names the file and the line."""
 
 
 @dataclass
@@ -49,61 +45,37 @@ class BeirData:
         return TextStore(self.queries.dataset.select(positions), name=self.queries.name)
 
 
-def text_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
-    r"""``(line number, line)`` of every non-blank line of a UTF-8 text file.
+def beir_records(path: str | Path) -> Iterator[tuple[int, str, str, str]]:
+    """``(line number, _id, title, text)`` of every record of a BEIR ``corpus.jsonl`` or ``queries.jsonl``.
 
-    Args:
-        path: the file.
-        what: what the file holds, for the error of a missing file (``"qrels file"``, ...).
-
-    Raises:
-        FileNotFoundError: naming ``what`` and the path.
-        DataFormatError: naming ``file:line`` of a line that is not valid UTF-8.
-
-    Example:
-        >>> import tempfile
-        >>> path = Path(tempfile.mkdtemp()) / "lines.txt"
-        >>> _ = path.write_bytes(b"first\n\ncaf\xe9\n")
-        >>> next(text_lines(path, "text file"))
-        (1, 'first\n')
-        >>> list(text_lines(path, "text file"))
-        Traceback (most recent call last):
-        ...
-        st_tasb.data.beir.DataFormatError: ...lines.txt:3: not valid UTF-8 (byte 0xe9 at column 4)
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataFormatError(
-                    f"{path}:{line_number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
-                ) from None
-            if line.strip():
-                yield line_number, line
-
-
-def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, record)`` of every non-blank line of a BEIR JSON-lines file.
+    By the reading policy of :mod:`st_tasb.data.text_files`: ``_id`` and ``text`` are required strings (``text`` may
+    be empty), ``title`` an optional string (``""`` when absent or null); title and text are stripped; other keys are
+    ignored.
 
     Raises:
         FileNotFoundError: for a missing file.
-        DataFormatError: naming file and line of a line that is not UTF-8, or not a JSON object with an ``_id``.
+        DataFormatError: naming ``file:line`` of a line that is not a JSON object, lacks ``_id`` or ``text``, holds a
+            value of the wrong type, or an ``_id`` that is empty or has surrounding whitespace.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "corpus.jsonl"
+        >>> _ = path.write_text('{"_id": "d1", "text": " body"}\\n{"_id": "d2", "text": ["a", "b"]}\\n')
+        >>> next(beir_records(path))
+        (1, 'd1', '', 'body')
+        >>> list(beir_records(path))
+        Traceback (most recent call last):
+        ...
+        st_tasb.data.text_files.DataFormatError: .../corpus.jsonl:2: 'text' must be a string, not a list ["a", "b"]
     """
-    for line_number, line in text_lines(path, "JSON-lines file"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or "_id" not in record:
-            raise DataFormatError(f"{path}:{line_number}: a record needs an '_id' field")
-        yield line_number, record
+    for line_number, record in json_records(path, "JSON-lines file"):
+        where = f"{path}:{line_number}"
+        record_id = id_field(string_field(record, "_id", where), "'_id'", where)
+        title = string_field(record, "title", where, required=False).strip()
+        yield line_number, record_id, title, string_field(record, "text", where).strip()
 
 
-def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
+def _read_jsonl(path: Path, title: bool, name: str) -> TextStore:
     """The records of a corpus or queries file, by the policy of :func:`load_beir`."""
     if not path.is_file():
         raise FileNotFoundError(f"{name}: file not found: {path}")
@@ -111,14 +83,8 @@ def _read_jsonl(path: Path, fields: tuple[str, ...], name: str) -> TextStore:
     texts: list[str] = []
     first: dict[str, tuple[int, int]] = {}  # id -> (line, position)
     repeats = 0
-    for line_number, record in jsonl_records(path):
-        record_id = str(record["_id"])
-        if not record_id.strip():
-            raise DataFormatError(f"{path}:{line_number}: the '_id' is empty")
-        if record_id != record_id.strip():
-            raise DataFormatError(f"{path}:{line_number}: the '_id' {record_id!r} has surrounding whitespace, which the "
-                                  "qrels and run files (split on whitespace) cannot name")
-        text = " ".join(str(record.get(f) or "").strip() for f in fields).strip()
+    for line_number, record_id, title_text, body in beir_records(path):
+        text = f"{title_text} {body}".strip() if title else body
         if record_id in first:
             earlier, position = first[record_id]
             if texts[position] != text:
@@ -154,10 +120,7 @@ def load_qrels(path: str | Path) -> Qrels:
             qid, _, docid, grade = fields
         else:
             raise DataFormatError(f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) fields, got {len(fields)}")
-        try:
-            value = int(float(grade))
-        except ValueError:
-            raise DataFormatError(f"{path}:{line_number}: relevance grade {grade!r} is not a number") from None
+        value = integer_field(grade, "relevance grade", f"{path}:{line_number}")
         judged = qrels.setdefault(qid, {})
         if docid in judged and judged[docid] != value:
             raise DataFormatError(f"{path}:{line_number}: query {qid!r} judges document {docid!r} again with another "
@@ -171,12 +134,14 @@ def load_qrels(path: str | Path) -> Qrels:
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     """Load a BEIR-layout folder; corpus texts are ``title + " " + text``.
 
+    Every file is read by the reading policy of :mod:`st_tasb.data.text_files` (a byte-order mark skipped, CRLF as
+    LF, a value of the wrong type, a missing ``_id`` or ``text`` or a non-integer grade refused at ``file:line``).
     The policy for records that repeat or are incomplete (an error names ``file:line`` wherever the data would
     otherwise change the results):
 
     - ``corpus.jsonl`` / ``queries.jsonl``: an empty ``_id``, or one with surrounding whitespace, is an error; an
       ``_id`` given twice with another text is an error; one repeated exactly is kept once (a warning counts them);
-      an empty text is kept (it still has an id that qrels may name);
+      an empty text (``"text": ""``) is kept (it still has an id that qrels may name);
     - ``qrels/SPLIT.tsv``: a (query, document) pair judged twice with another grade is an error; repeated with the
       same grade it is kept once; a query or document of the qrels that the texts lack is named where it is used
       (training and evaluation name the missing ids).
@@ -192,8 +157,8 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     if not qrels_path.is_file():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"no qrels for split {split!r}: {qrels_path} (available splits: {available})")
-    corpus = _read_jsonl(folder / "corpus.jsonl", ("title", "text"), "corpus")
-    queries = _read_jsonl(folder / "queries.jsonl", ("text",), "queries")
+    corpus = _read_jsonl(folder / "corpus.jsonl", True, "corpus")
+    queries = _read_jsonl(folder / "queries.jsonl", False, "queries")
     return BeirData(corpus=corpus, queries=queries, qrels=load_qrels(qrels_path))
 
 

@@ -29,6 +29,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import CrossEncoder
 
+from st_tasb.data.text_files import read_text
+
 ModelT = TypeVar("ModelT", SentenceTransformer, CrossEncoder)
 
 _HUB_ID = re.compile(r"\w[\w.-]*(/\w[\w.-]*)?")  # "name" or "org/name"; no leading "." or "/"
@@ -132,8 +134,8 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        value = json.loads(read_text(path, "model file"))
+    except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     return value if isinstance(value, dict) else {}
 

@@ -23,8 +23,8 @@ import math
 import re
 from pathlib import Path
 
-from st_tasb.data.beir import DataFormatError, text_lines
 from st_tasb.data.files import replacing
+from st_tasb.data.text_files import DataFormatError, integer_field, number_field, text_lines
 
 Run = dict[str, dict[str, float]]
 """A retrieval run: query id -> document id -> score (higher is better)."""
@@ -88,7 +88,8 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "st-tasb") -> None:
 
 
 def read_trec_run(path: str | Path) -> Run:
-    """Read a TREC run file (``qid Q0 docid rank score tag``; blank lines are skipped).
+    """Read a TREC run file (``qid Q0 docid rank score tag``; blank lines are skipped), by the reading policy of
+    :mod:`st_tasb.data.text_files`.
 
     The rank column is checked to be an integer but otherwise ignored, as trec_eval does: order
     comes from the scores (see :func:`ranked`).
@@ -106,16 +107,8 @@ def read_trec_run(path: str | Path) -> Run:
         if len(fields) != 6:
             raise DataFormatError(f"{where}: expected 6 fields 'qid Q0 docid rank score tag', got {len(fields)}")
         qid, _, docid, rank, score, _ = fields
-        try:
-            int(rank)
-        except ValueError:
-            raise DataFormatError(f"{where}: rank {rank!r} is not an integer") from None
-        try:
-            value = float(score)
-        except ValueError:
-            raise DataFormatError(f"{where}: score {score!r} is not a number") from None
-        if not math.isfinite(value):
-            raise DataFormatError(f"{where}: score {score!r} is not finite")
+        integer_field(rank, "rank", where)
+        value = number_field(score, "score", where)
         docs = run.setdefault(qid, {})
         if docid in docs:
             raise DataFormatError(f"{where}: document {docid!r} is listed twice for query {qid!r}")

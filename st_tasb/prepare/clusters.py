@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from st_tasb.data.checks import check_number
 from st_tasb.data.files import reading
 from st_tasb.data.progress import progress_enabled
+from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
 
 if TYPE_CHECKING:
@@ -455,7 +456,7 @@ class QueryClusters:
         manifest: dict[str, Any] = {}
         if settings_path.is_file():
             with reading(settings_path, "clustering settings file"):
-                manifest = json.loads(settings_path.read_text(encoding="utf-8"))
+                manifest = json.loads(read_text(settings_path, "clustering settings file"))
         required = [ASSIGNMENTS_FILE, SETTINGS_FILE] + ([CENTROIDS_FILE] if manifest.get("has_centroids") else [])
         missing = [name for name in required if not (directory / name).is_file()]
         if missing:

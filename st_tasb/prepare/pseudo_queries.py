@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from datasets import Dataset
 
-from st_tasb.data.beir import BeirData, DataFormatError, Qrels, jsonl_records
+from st_tasb.data.beir import BeirData, DataFormatError, Qrels, beir_records
 from st_tasb.data.texts import TextStore
 
 logger = logging.getLogger(__name__)
@@ -147,8 +147,7 @@ def make_pseudo_queries(
     used_ids: list[str] = []
     first_line: dict[str, int] = {}
     skipped: list[str] = []
-    for line_number, record in jsonl_records(path):
-        doc_id = str(record["_id"])
+    for line_number, doc_id, title, text in beir_records(path):
         where = f"{path}:{line_number}"
         if doc_id in first_line:
             raise DataFormatError(f"{where}: id {doc_id!r} repeats the record of line {first_line[doc_id]}")
@@ -157,8 +156,6 @@ def make_pseudo_queries(
         first_line[doc_id] = line_number
         if documents is not None and doc_id not in documents:
             continue
-        title = str(record.get("title") or "").strip()
-        text = str(record.get("text") or "").strip()
         doc_ids.append(doc_id)
         doc_texts.append(f"{title} {text}".strip())
         if query_documents is not None and doc_id not in query_documents:

@@ -53,6 +53,7 @@ from st_tasb.data.arrow import rows
 from st_tasb.data.checks import check_number
 from st_tasb.data.files import reading, replacing, writing
 from st_tasb.data.progress import progress_enabled
+from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
 from st_tasb.prepare.table import TeacherScoreTable, same_passage_rows
@@ -264,7 +265,7 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
     manifest = work_dir / MANIFEST
     if manifest.is_file():
         with reading(manifest, "scoring job manifest"):
-            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+            recorded = json.loads(read_text(manifest, "scoring job manifest"))
         differences = {key: (recorded.get(key), value) for key, value in job.items() if recorded.get(key) != value}
         if differences:
             details = "; ".join(

@@ -30,7 +30,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -45,10 +45,10 @@ from datasets.fingerprint import generate_random_fingerprint
 from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
-from st_tasb.data.beir import DataFormatError
 from st_tasb.data.checks import check_number
 from st_tasb.data.files import CorruptFileError, reading, replacing_folder
 from st_tasb.data.progress import progress_enabled
+from st_tasb.data.text_files import DataFormatError, number_field, read_text, text_lines
 from st_tasb.data.texts import TextStore, UnknownIdError
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class TeacherScoreTable:
         if not metadata_file.is_file():
             raise FileNotFoundError(f"not a saved teacher score table (no {TABLE_RECORD}): {path}")
         with reading(metadata_file, "teacher score table description"):
-            metadata = json.loads(metadata_file.read_text(encoding="utf-8"))
+            metadata = json.loads(read_text(metadata_file, "teacher score table description"))
             source, teacher = metadata["source"], metadata.get("teacher")
         missing = [name for name in ("state.json", "dataset_info.json") if not (path / name).is_file()]
         if missing:
@@ -618,11 +618,11 @@ class TeacherScoreTable:
             >>> TeacherScoreTable.from_margins(["q1", "q1"], ["d1", "d2"], ["d3", "d2"], [1.0, 0.0]).check_ids()
             Traceback (most recent call last):
             ...
-            st_tasb.data.beir.DataFormatError: row 1: the negative 'd2' is the positive of the same row (1 such row(s) in the table)
+            st_tasb.data.text_files.DataFormatError: row 1: the negative 'd2' is the positive of the same row (1 such row(s) in the table)
             >>> TeacherScoreTable.from_margins(["q1", "q1 "], ["d1", "d2"], ["d3", "d4"], [1.0, 0.0]).check_ids()
             Traceback (most recent call last):
             ...
-            st_tasb.data.beir.DataFormatError: row 1: query_id 'q1 ' has surrounding whitespace (1 such row(s) in the table)
+            st_tasb.data.text_files.DataFormatError: row 1: query_id 'q1 ' has surrounding whitespace (1 such row(s) in the table)
         """
         table = rows(self.dataset)
         for name in ID_COLUMNS:
@@ -824,12 +824,18 @@ def _tsv_to_arrow(path: Path, target: Path, show_progress_bar: bool) -> None:
 def _sniff_id_types(path: Path) -> tuple[pa.DataType, pa.DataType]:
     """Id types from the first lines (a later non-integer id is caught on the error path)."""
     scan = _LineScan()
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line_number > _SNIFF_LINES:
-                break
-            scan.add(line_number, line)
+    for line_number, line in _tsv_lines(path):
+        if line_number > _SNIFF_LINES:
+            break
+        scan.add(f"{path}:{line_number}", line)
     return scan.id_types
+
+
+def _tsv_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Every line of the teacher TSV by the reading policy (:func:`~st_tasb.data.text_files.text_lines`), blank ones
+    included: the fast path, ``pyarrow.csv``, also skips a byte-order mark and reads CRLF as LF, and row ``i`` must stay
+    line ``i + 1``."""
+    return text_lines(path, "teacher score file", skip_blank=False)
 
 
 def _convert_tsv(
@@ -878,48 +884,44 @@ class _LineScan:
 
     def __init__(self) -> None:
         self.bad_lines = 0
-        self.examples: list[tuple[int, str]] = []
+        self.examples: list[str] = []
         self.integer_ids = {"query": True, "passage": True}
 
-    def add(self, line_number: int, line: str) -> None:
-        problem = self._problem(line.rstrip("\r\n"))
-        if problem is None:
-            return
-        self.bad_lines += 1
-        if len(self.examples) < _MAX_EXAMPLES:
-            self.examples.append((line_number, problem))
+    def add(self, where: str, line: str) -> None:
+        try:
+            self._check(where, line)
+        except DataFormatError as problem:
+            self.bad_lines += 1
+            if len(self.examples) < _MAX_EXAMPLES:
+                self.examples.append(str(problem))
 
-    def _problem(self, line: str) -> str | None:
+    def _check(self, where: str, line: str) -> None:
         fields = line.split("\t")
         if len(fields) != len(TSV_COLUMNS):
             found = "an empty line" if not line else f"{len(fields)} field(s)"
-            return f"expected {len(TSV_COLUMNS)} tab-separated fields ({_LAYOUT}), found {found}"
+            raise DataFormatError(f"{where}: expected {len(TSV_COLUMNS)} tab-separated fields ({_LAYOUT}), found {found}")
         scores = []
         for name, text in zip(TSV_COLUMNS[:2], fields[:2]):
-            try:
-                with np.errstate(over="ignore"):
-                    value = np.float32(float(text))
-            except ValueError:
-                return f"{name} {text!r} is not a number"
+            with np.errstate(over="ignore"):
+                value = np.float32(number_field(text, name, where))
             if not math.isfinite(value):
-                return f"{name} {text!r} is not finite (as float32)"
+                raise DataFormatError(f"{where}: {name} {text!r} is not finite (as float32)")
             scores.append(value)
         for name, text in zip(TSV_COLUMNS[2:], fields[2:]):
             if not text:
-                return f"{name} is empty"
+                raise DataFormatError(f"{where}: {name} is empty")
         with np.errstate(over="ignore"):
             if not math.isfinite(scores[0] - scores[1]):
-                return "pos_score - neg_score overflows float32"
+                raise DataFormatError(f"{where}: pos_score - neg_score overflows float32")
         self.integer_ids["query"] &= bool(_INTEGER.fullmatch(fields[2]))
         self.integer_ids["passage"] &= bool(_INTEGER.fullmatch(fields[3]) and _INTEGER.fullmatch(fields[4]))
-        return None
 
     @property
     def id_types(self) -> tuple[pa.DataType, pa.DataType]:
         return tuple(pa.int64() if self.integer_ids[kind] else pa.string() for kind in ("query", "passage"))
 
     def report(self, path: Path) -> str:
-        lines = "\n".join(f"  {path}:{number}: {problem}" for number, problem in self.examples)
+        lines = "\n".join(f"  {problem}" for problem in self.examples)
         more = f" (the first {len(self.examples)} shown)" if self.bad_lines > len(self.examples) else ""
         return f"{path}: {self.bad_lines} malformed line(s) in a teacher score file{more}:\n{lines}"
 
@@ -930,10 +932,8 @@ def _progress_bar(path: Path, verb: str, show: bool) -> tqdm:
 
 def _scan_tsv(path: Path, show_progress_bar: bool) -> _LineScan:
     scan = _LineScan()
-    with path.open(encoding="utf-8", errors="replace", newline=None) as handle, _progress_bar(
-        path, "Checking", show_progress_bar
-    ) as progress:
-        for line_number, line in enumerate(handle, start=1):
-            scan.add(line_number, line)
-            progress.update(len(line))
+    with _progress_bar(path, "Checking", show_progress_bar) as progress:
+        for line_number, line in _tsv_lines(path):
+            scan.add(f"{path}:{line_number}", line)
+            progress.update(len(line) + 1)
     return scan
