@@ -13,7 +13,8 @@ from st_tasb.cli.options import Command, option
 
 logger = logging.getLogger(__name__)
 
-TEACHER_TYPES = ("cross-encoder", "bi-encoder")
+TEACHER_TYPES = ("cross-encoder", "bi-encoder", "fused")
+BM25 = "bm25"
 
 
 @dataclass
@@ -24,7 +25,8 @@ class ScoreArguments:
     data: str = option(help="BEIR folder holding the query and passage texts")
     teachers: list[str] = option(  # noqa: RUF009 (option() makes a dataclass field)
         help="teacher model folder(s) or Hub id(s); several are averaged (an ensemble, like the paper's T2). "
-        "Prefix one with cross-encoder: or bi-encoder: to override --teacher-type for it",
+        "Prefix one with cross-encoder: or bi-encoder: to override --teacher-type for it; bm25 is BM25 with the "
+        "corpus's statistics; fused:MODEL fuses BM25 and the bi-encoder MODEL (--fusion-weight)",
         metavar="MODEL",
     )
     output: str = option(help="folder for the teacher score table (TeacherScoreTable.save)")
@@ -45,10 +47,19 @@ class ScoreArguments:
         None, help="token cap of a cross-encoder's (query, passage) input, or of a bi-encoder's texts (default: the model's)"
     )
     device: str | None = option(None, help="cpu, cuda, ... (default: CUDA when available)")
+    bm25_k1: float = option(1.5, help="k1 of the bm25 teacher and of the BM25 side of a fused: teacher")
+    bm25_b: float = option(0.75, help="b of the bm25 teacher and of the BM25 side of a fused: teacher")
+    fusion_weight: float | None = option(
+        None, help="weight on BM25 in [0, 1] of a fused: teacher (required with one; choose it on dev, e.g. with "
+        "benchmarks/teacher_quality.py); each side is min-max normalised per query first"
+    )
+    fusion_depth: int = option(100, help="a fused: teacher normalises each side per query between its best score of "
+                               "the corpus (1) and its score at this rank (0)")
 
 
 def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
-    """Split ``"cross-encoder:PATH"`` / ``"bi-encoder:PATH"`` / ``"PATH"`` into (type, model).
+    """Split ``"cross-encoder:PATH"`` / ``"bi-encoder:PATH"`` / ``"fused:PATH"`` / ``"PATH"`` into (type, model);
+    ``"bm25"`` is ``("bm25", "")``.
 
     Raises:
         ValueError: for a prefix of another kind (``colbert:PATH``), naming the kinds st-tasb score takes.
@@ -56,18 +67,23 @@ def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
     Example:
         >>> parse_teacher("bi-encoder:models/minilm", "cross-encoder"), parse_teacher("org/ce", "cross-encoder")
         (('bi-encoder', 'models/minilm'), ('cross-encoder', 'org/ce'))
+        >>> parse_teacher("bm25", "cross-encoder"), parse_teacher("fused:models/minilm", "cross-encoder")
+        (('bm25', ''), ('fused', 'models/minilm'))
         >>> parse_teacher("colbert:models/colbert", "cross-encoder")
         Traceback (most recent call last):
         ...
-        ValueError: --teachers colbert:models/colbert: st-tasb score takes cross-encoder: and bi-encoder: teachers, not colbert: (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)
+        ValueError: --teachers colbert:models/colbert: st-tasb score takes cross-encoder:, bi-encoder:, fused: and bm25 teachers, not colbert: (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)
     """
+    if spec == BM25:
+        return BM25, ""
     kind, separator, model = spec.partition(":")
     if separator and kind in TEACHER_TYPES:
         return kind, model
     if separator and re.fullmatch(r"[a-z][a-z0-9_-]+", kind):  # a kind's prefix, not a path or a Hub id
-        hint = " (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)" if kind == "colbert" else ""
-        raise ValueError(f"--teachers {spec}: st-tasb score takes {' and '.join(f'{t}:' for t in TEACHER_TYPES)} teachers, "
-                         f"not {kind}:{hint}")
+        hint = {"colbert": " (a ColBERT teaches in-batch: st-tasb train --inbatch-teacher colbert)",
+                BM25: " (bm25 takes no model: --teachers bm25 --bm25-k1 K1 --bm25-b B)"}.get(kind, "")
+        raise ValueError(f"--teachers {spec}: st-tasb score takes {', '.join(f'{t}:' for t in TEACHER_TYPES)} and "
+                         f"{BM25} teachers, not {kind}:{hint}")
     return default_type, spec
 
 
@@ -89,7 +105,12 @@ def run(args: ScoreArguments) -> int:
         model_folder_kind,
     )
     from st_tasb.prepare.scoring import EnsembleScorer, score_candidates
-    from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
+    from st_tasb.teachers import (
+        BiEncoderTeacher,
+        BM25Teacher,
+        CrossEncoderTeacher,
+        FusedTeacher,
+    )
 
     candidates = Path(args.candidates)
     pairs_path = candidates / PAIRS_FILE if candidates.is_dir() else candidates
@@ -105,11 +126,21 @@ def run(args: ScoreArguments) -> int:
     _check_candidates(pairs, pairs_path)
     data = load_beir(args.data, args.split)
 
+    work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
+    specs = [parse_teacher(spec, args.teacher_type) for spec in args.teachers]
+    if any(kind == "fused" for kind, _ in specs) and (args.fusion_weight is None or not 0 <= args.fusion_weight <= 1):
+        raise ValueError(f"--fusion-weight must be given with a fused: teacher, the weight on BM25 in [0, 1] (choose it "
+                         f"on dev, e.g. with benchmarks/teacher_quality.py), not {args.fusion_weight}")
+    bm25 = None
+    if any(kind in (BM25, "fused") for kind, _ in specs):
+        bm25 = BM25Teacher(data.corpus, k1=args.bm25_k1, b=args.bm25_b)
     teachers = []
-    for spec in args.teachers:
-        kind, name = parse_teacher(spec, args.teacher_type)
+    for kind, name in specs:
+        if kind == BM25:
+            teachers.append(bm25)
+            continue
         found = model_folder_kind(name)
-        if found is not None and found != kind:
+        if found is not None and found != ("bi-encoder" if kind == "fused" else kind):
             remedy = f"give it as --teachers {found}:{name}" if found in ("bi-encoder", "cross-encoder") else (
                 "st-tasb score takes cross-encoder and bi-encoder teachers")
             raise ValueError(f"{name} is {MODEL_KINDS[found]}, not a {kind}: {remedy}")
@@ -123,14 +154,17 @@ def run(args: ScoreArguments) -> int:
             model = load_sentence_transformer(name, device=args.device)
             if args.max_length:
                 model.max_seq_length = args.max_length
-            teachers.append(
-                BiEncoderTeacher(model, similarity_fn_name=args.similarity, query_max_length=None, passage_max_length=None,
-                                 batch_size=args.batch_size, device=args.device, dtype="float32",
-                                 name=f"bi-encoder:{name}:{args.similarity}")
-            )
+            settings = {"similarity_fn_name": args.similarity, "query_max_length": None, "passage_max_length": None,
+                        "batch_size": args.batch_size, "device": args.device, "dtype": "float32",
+                        "name": f"bi-encoder:{name}:{args.similarity}"}
+            if kind == "fused":
+                folder = work_dir / f"embeddings-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
+                dense = _cached_bi_encoder(model, data, folder, settings)
+                teachers.append(FusedTeacher(bm25, dense, bm25_weight=args.fusion_weight, depth=args.fusion_depth))
+            else:
+                teachers.append(BiEncoderTeacher(model, **settings))
     teacher = teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
 
-    work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
     table = score_candidates(
         teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size,
         scale=args.scale,
@@ -139,6 +173,29 @@ def run(args: ScoreArguments) -> int:
         table.save(args.output)
     print(f"{table.stats()} -> {args.output}")
     return 0
+
+
+def _cached_bi_encoder(model: Any, data: Any, folder: Path, settings: dict[str, Any]) -> Any:
+    """The bi-encoder side of a fused teacher with its embeddings of every query and passage: read from ``folder``
+    when a finished cache is there, else encoded into it (complete or not at all, so a rerun resumes)."""
+    import os
+    import shutil
+
+    from st_tasb.teachers import BiEncoderTeacher
+
+    if not folder.is_dir():
+        teacher = BiEncoderTeacher(model, **settings)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        teacher.build_cache(data.queries, data.corpus, path=partial)
+        os.replace(partial, folder)  # the cache's memory maps stay valid
+        return teacher
+    teacher = BiEncoderTeacher(model, cache=folder, **settings)
+    rows = (len(teacher.cache.queries), len(teacher.cache.corpus))
+    if rows != (len(data.queries), len(data.corpus)):
+        raise ValueError(f"{folder} holds embeddings of {rows[0]} queries and {rows[1]} passages, not of these "
+                         f"{len(data.queries)} and {len(data.corpus)}: delete it or pick another --work-dir")
+    return teacher
 
 
 def _check_candidates(pairs: Any, path: Path) -> None:
@@ -170,7 +227,9 @@ COMMAND = Command(
         "same command after an interruption and only the missing shards are computed.\n\n"
         "example:\n"
         "  st-tasb score --candidates candidates --data scifact --teachers cross-encoder:ce1 cross-encoder:ce2 \\\n"
-        "      --output teacher-scores"
+        "      --output teacher-scores\n"
+        "  st-tasb score --candidates candidates --data squad --teachers fused:all-MiniLM-L6-v2 --similarity cosine \\\n"
+        "      --fusion-weight 0.7 --output teacher-scores   # BM25 and MiniLM, min-max normalised per query"
     ),
     arguments=ScoreArguments,
     run=run,

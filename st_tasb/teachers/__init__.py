@@ -9,25 +9,31 @@ teacher it scores candidate pairs before training (``score_pairs``, used by
   sentence-transformers 6 multi-vector model);
 * :class:`CrossEncoderTeacher`: any sentence-transformers ``CrossEncoder``;
 * :class:`BiEncoderTeacher`: any ``SentenceTransformer``, nearly free with an :class:`EmbeddingCache`;
-* :class:`PrecomputedTeacher`: scores from a table.
+* :class:`PrecomputedTeacher`: scores from a table;
+* :class:`BM25Teacher`: BM25 (bm25s) with the statistics of the whole corpus;
+* :class:`FusedTeacher`: BM25 and a cached bi-encoder, each normalised per query, then weighted.
 """
 
 from st_tasb.teachers.base import InBatchTeacher
 from st_tasb.teachers.bi_encoder import BiEncoderTeacher, EmbeddingCache
+from st_tasb.teachers.bm25 import BM25Teacher
 from st_tasb.teachers.colbert import (
     ColBERTModel,
     ColBERTTeacher,
     late_interaction_scores,
 )
 from st_tasb.teachers.cross_encoder import CrossEncoderTeacher
+from st_tasb.teachers.fused import FusedTeacher
 from st_tasb.teachers.precomputed import MissingScoreError, PrecomputedTeacher
 
 __all__ = [
+    "BM25Teacher",
     "BiEncoderTeacher",
     "ColBERTModel",
     "ColBERTTeacher",
     "CrossEncoderTeacher",
     "EmbeddingCache",
+    "FusedTeacher",
     "InBatchTeacher",
     "MissingScoreError",
     "PrecomputedTeacher",
