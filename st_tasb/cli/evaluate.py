@@ -74,10 +74,20 @@ def run(args: EvaluateArguments) -> int:
         _report(metrics, f"{args.run} against {qrels_path}", args.json)
         return 0
 
+    from st_tasb.data.files import check_writable
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.retrieval.evaluation import evaluate_model
     from st_tasb.retrieval.search import IndexConfig, SearchSettings
 
+    if args.update_card:  # before the work: a model st-tasb did not train has no card section to update
+        from st_tasb.training.model_card import TASBModelCard
+
+        TASBModelCard.load(args.model)
+    if args.run_output:
+        output = Path(args.run_output)
+        if output.is_dir():
+            raise IsADirectoryError(f"--run-output {output} is a folder: give the path of a file")
+        check_writable(output.parent, f"--run-output {output}: its folder")
     data = load_beir(args.data, args.split)
     model = load_sentence_transformer(args.model, device=args.device)
     settings = SearchSettings(

@@ -20,11 +20,16 @@ Example:
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+
+from st_tasb.data.text_files import DataFormatError
 
 
 class CorruptFileError(ValueError):
@@ -41,7 +46,7 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
     """
     try:
         yield
-    except (FileNotFoundError, CorruptFileError):
+    except (FileNotFoundError, CorruptFileError, DataFormatError):  # a DataFormatError names the file and what is wrong
         raise
     except PermissionError as error:
         raise PermissionError(f"{path}: cannot read this {what}: permission denied ({error.filename or path})") from error
@@ -195,6 +200,86 @@ def replacing_folder(path: str | Path, last: str | None = None) -> Iterator[Path
         shutil.rmtree(partial, ignore_errors=True)
 
 
+LOCK_FILE = ".st-tasb.lock"
+"""The file :func:`locked` keeps in a folder while a process works in it."""
+
+
+class FolderInUseError(OSError):
+    """Another running st-tasb process works in the folder; the message names it (pid, host, start time)."""
+
+
+@contextmanager
+def locked(folder: str | Path, what: str) -> Iterator[None]:
+    """Within the block, hold the lock of ``folder``: a second process that asks for it is refused, naming the first.
+
+    The lock is the file ``LOCK_FILE`` in the folder, created exclusively and holding the holder's pid, host and start
+    time; it is removed when the block ends. A lock left by a process of this host that no longer runs (killed, or
+    the machine restarted) is taken over. A lock of another host (a shared file system) cannot be checked: it is
+    refused, and the message says which file to remove if that process is gone.
+
+    Raises:
+        FolderInUseError: naming the folder and the process that holds it.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with locked(folder, "scoring work folder"):
+        ...     with locked(folder, "scoring work folder"):
+        ...         pass
+        Traceback (most recent call last):
+        ...
+        st_tasb.data.files.FolderInUseError: scoring work folder .../ is in use by st-tasb process ... on ... since ...: wait for it to finish (or remove .../.st-tasb.lock if that process is gone)
+        >>> (folder / LOCK_FILE).exists()
+        False
+    """
+    path = Path(folder) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    while not _create_lock(path, holder):
+        other = _lock_holder(path)
+        if other is not None and (other["host"] != holder["host"] or _running(int(other["pid"]))):
+            raise FolderInUseError(
+                f"{what} {path.parent}/ is in use by st-tasb process {other['pid']} on {other['host']} since "
+                f"{other.get('started')}: wait for it to finish (or remove {path} if that process is gone)"
+            )
+        stale = path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+        try:  # take the stale lock over; a process that took it over first has put its own lock there: give it back
+            os.replace(path, stale)
+        except FileNotFoundError:
+            continue
+        if _lock_holder(stale) != other:
+            _create_lock(path, _lock_holder(stale) or {})
+        stale.unlink()
+    try:
+        yield
+    finally:
+        if _lock_holder(path) == holder:
+            path.unlink(missing_ok=True)
+
+
+def _create_lock(path: Path, holder: dict) -> bool:
+    """Create the lock file holding ``holder`` in one step (a link to a complete file); ``False`` if it exists."""
+    written = path.with_name(f"{LOCK_FILE}.{os.getpid()}")
+    written.write_text(json.dumps(holder), encoding="utf-8")
+    try:
+        os.link(written, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        written.unlink()
+
+
+def _lock_holder(path: Path) -> dict | None:
+    """The holder recorded in a lock file; ``None`` for a file that is gone, unreadable or half written (stale)."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and str(holder.get("pid", "")).isdigit() else None
+
+
 def _partial(path: Path) -> Path:
     """The temporary name of this process for ``path``, after removing those left by processes that were killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,4 +303,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-__all__ = ["CorruptFileError", "check_output_folder", "check_writable", "reading", "replacing", "replacing_folder", "writing"]
+__all__ = [
+    "LOCK_FILE", "CorruptFileError", "FolderInUseError", "check_output_folder", "check_writable", "locked", "reading",
+    "replacing", "replacing_folder", "writing",
+]

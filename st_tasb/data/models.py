@@ -151,7 +151,8 @@ def load_sentence_transformer(
         **kwargs: passed on to ``SentenceTransformer``.
 
     Raises:
-        FileNotFoundError: for a path that does not exist.
+        FileNotFoundError: for a path that does not exist, or a folder that lacks the transformers ``config.json``
+            of its model (naming the file; transformers would say "Should have a `model_type` key").
         ModelLoadError: for a Hub id that cannot be loaded, naming the id and suggesting
             ``HF_HUB_OFFLINE=1`` (use the local cache) or a local folder.
     """
@@ -171,10 +172,43 @@ def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, *
     return _load(CrossEncoder, name_or_path, device=device, **kwargs)
 
 
+def check_model_folder(folder: Path) -> None:
+    """Refuse a local model folder that lacks the transformers ``config.json`` of its model, naming the file.
+
+    The file is looked for where sentence-transformers reads it: in the folder of every Transformer module of
+    ``modules.json``, or in the folder itself when there is no ``modules.json`` (a cross-encoder, a plain
+    transformers model).
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.safetensors").write_bytes(b"")
+        >>> check_model_folder(folder)
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: .../config.json is missing: the model folder ... lacks the transformers configuration of its model (it is incomplete, or not a model folder)
+    """
+    if not folder.is_dir():
+        return
+    modules_file = folder / "modules.json"
+    parts = [folder]
+    if modules_file.is_file():
+        modules = json.loads(read_text(modules_file, "modules file"))
+        parts = [folder / module.get("path", "") for module in modules if str(module.get("type")).endswith("Transformer")]
+    for part in parts:
+        if not (part / "config.json").is_file():
+            raise FileNotFoundError(f"{part / 'config.json'} is missing: the model folder {folder} lacks the transformers "
+                                    "configuration of its model (it is incomplete, or not a model folder)")
+
+
 def _load(model_class: type[ModelT], name_or_path: str | Path, *, device: str | None, **kwargs: Any) -> ModelT:
     name = str(name_or_path)
     device = device or default_device()
     if Path(name).expanduser().exists():
+        check_model_folder(Path(name).expanduser())
         return model_class(str(Path(name).expanduser()), device=device, **kwargs)
     if isinstance(name_or_path, Path) or not _HUB_ID.fullmatch(name):
         raise FileNotFoundError(f"model folder not found: {name}")

