@@ -225,3 +225,18 @@ def test_a_config_file_that_is_not_utf8_is_named_with_its_line(tmp_path: Path, n
     path.write_bytes(b"# settings\nrate: 0.5\nnote: caf\xe9\n" if name.endswith("yaml") else b'{"rate": 0.5,\n"n": "caf\xe9"}\n')
     with pytest.raises((ConfigError, DataFormatError), match=rf"{name}:[23]: not valid UTF-8"):
         load_config(path, type("Options", (), {}))
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_a_byte_that_is_not_utf8_is_named_with_its_line(name: str, tmp_path: Path) -> None:
+    """Every line reader names the line of a byte that is not UTF-8 (the teacher TSV named no line before)."""
+    reader = READERS[name]
+    rows = [{"qid": f"q{i}", "did": f"d{i}", "neg": f"n{i}", "grade": 1, "rank": i + 1, "score": 1.5, "text": "x"}
+            for i in range(3)]
+    path = write(reader, rows, tmp_path)
+    lines = path.read_bytes().split(b"\n")
+    index = line_of(reader, 1) - 1
+    lines[index] += b"\xe9"  # a Latin-1 byte at the end of the line
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataFormatError, match=rf"{path.name}:{index + 1}: not valid UTF-8"):
+        reader.read(path, tmp_path)

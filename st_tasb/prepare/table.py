@@ -316,6 +316,9 @@ class TeacherScoreTable:
         Returns:
             The table, with ``pos_score`` and ``neg_score`` columns, memory-mapped.
 
+        The file is read by the reading policy of :mod:`st_tasb.data.text_files` (a byte-order mark skipped, CRLF
+        as LF, a byte that is not UTF-8 named at ``file:line``).
+
         Raises:
             FileNotFoundError: if ``path`` does not exist.
             DataFormatError: naming ``file:line`` for up to five malformed lines (wrong number of
