@@ -78,6 +78,21 @@ def test_search_ranks_as_bm25s(squad: tuple[TextStore, TextStore]) -> None:
     assert (hits.positions[:, 0] == written_on).mean() > 0.5
 
 
+def test_in_batch_scores_from_rows_equal_those_from_texts(squad: tuple[TextStore, TextStore]) -> None:
+    corpus, queries = squad
+    teacher = BM25Teacher(corpus, queries=queries)
+    hits = teacher.search(queries.texts([0, 1, 2]), top_k=DEPTH).positions
+    positives, negatives = hits[:, 0], hits[:, DEPTH - 1]
+    rows = {"query_index": torch.tensor([0, 1, 2]), "positive_index": torch.from_numpy(positives),
+            "negative_index": torch.from_numpy(negatives)}
+    texts = {"query": queries.texts([0, 1, 2]), "positive": corpus.texts(positives), "negative": corpus.texts(negatives)}
+    labels = {"margin": torch.zeros(3), "texts": texts, **rows}
+    by_rows = teacher(labels)  # the [B, 2B] matrix of the in-batch role
+    by_texts = BM25Teacher(corpus)(labels)
+    assert by_rows.shape == (3, 6) and by_rows.max() > 5
+    torch.testing.assert_close(by_rows, by_texts, rtol=0, atol=0)
+
+
 def test_scores_a_passage_outside_the_corpus_with_the_corpus_statistics(squad: tuple[TextStore, TextStore]) -> None:
     corpus, queries = squad
     teacher = BM25Teacher(corpus)

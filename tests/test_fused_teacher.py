@@ -71,14 +71,18 @@ def test_a_pair_scores_the_same_alone_with_its_query_and_in_a_batch(
         fused.score_pairs(data.queries, data.corpus, np.array([query]), np.array([passage]))[0]
         for query in queries for passage in passages
     ]
-    np.testing.assert_allclose(np.reshape(alone, batch.shape), batch, rtol=1e-5, atol=1e-5)  # float32 dot products, matrix or pairwise
+    # equal up to float32 rounding: the bi-encoder's dot products come from a matrix product or pair by pair
+    np.testing.assert_allclose(np.reshape(alone, batch.shape), batch, rtol=1e-5, atol=1e-5)
     rows = np.repeat(queries, len(passages))
     fresh = FusedTeacher(bm25, dense, bm25_weight=0.7, depth=DEPTH)  # ranges computed anew, for all pairs at once
     together = fresh.score_pairs(data.queries, data.corpus, rows, np.tile(passages, len(queries)))
-    np.testing.assert_allclose(together.reshape(batch.shape), batch, rtol=1e-5, atol=1e-5)  # float32 dot products, matrix or pairwise
+    np.testing.assert_allclose(together.reshape(batch.shape), batch, rtol=1e-5, atol=1e-5)
     labels = {"margin": torch.zeros(2), "query_index": torch.tensor([3, 0]), "positive_index": torch.tensor([5, 120]),
               "negative_index": torch.tensor([299, 17])}
-    np.testing.assert_allclose(fused(labels).numpy(), batch[:2], rtol=1e-5, atol=1e-5)  # float32 dot products, matrix or pairwise  # the in-batch role: [B, 2B]
+    np.testing.assert_allclose(fused(labels).numpy(), batch[:2], rtol=1e-5, atol=1e-5)  # the in-batch role: [B, 2B]
+    scaled = FusedTeacher(bm25, dense, bm25_weight=0.7, depth=DEPTH, scale=10)
+    np.testing.assert_allclose(scaled(labels).numpy(), 10 * batch[:2], rtol=1e-5, atol=1e-5)
+    assert scaled.name.endswith(" x 10")
 
 
 def test_fusion_retrieval_ranks_the_union_of_both_lists(data: BeirData, bm25: BM25Teacher, dense: BiEncoderTeacher) -> None:

@@ -15,6 +15,9 @@ The three roles of a teacher:
 * in-batch by row positions (:meth:`BM25Teacher.score_indices`; give the training queries store as ``queries``);
 * in-batch by texts (:meth:`BM25Teacher.score`).
 
+In a training batch it reads the row positions when it has ``queries`` and the labels carry them
+(``build_training_dataset(..., with_indices=True)``), the texts otherwise; both give the same scores.
+
 BM25 scores are not calibrated across queries (a long query scores higher everywhere): a margin of the same
 query is meaningful, a score compared with another query's is not. :class:`~st_tasb.teachers.fused.FusedTeacher`
 normalises them per query.
@@ -22,7 +25,7 @@ normalises them per query.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import bm25s
@@ -39,10 +42,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from st_tasb.data.checks import check_number
+from st_tasb.data.columns import INDEX_COLUMNS
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.search import Hits
-from st_tasb.teachers.base import InBatchTeacher
+from st_tasb.teachers.base import InBatchTeacher, batch_indices
 
 _TOKENIZE_CHUNK = 100_000  # passages tokenised at a time while indexing
 
@@ -200,6 +204,13 @@ class BM25Teacher(InBatchTeacher):
         matrix = _TermScores(*retriever._np_csc(data, rows, columns, (len(token_ids), len(self._idf))))
         every = np.arange(len(token_ids))
         return torch.from_numpy(np.stack([matrix.pair_scores(query, every) for query in self.tokenize_queries(queries)]))
+
+    def score_batch(self, labels: Mapping[str, Any]) -> Tensor:
+        """The batch's scores from row positions when the teacher has ``queries`` and the labels carry the index
+        columns, from the texts otherwise."""
+        if self.queries is not None and all(key in labels for key in INDEX_COLUMNS):
+            return self.score_indices(*batch_indices(labels, "BM25Teacher"))
+        return super().score_batch(labels)
 
     def search(self, queries: TextStore | Sequence[str], top_k: int = 1000) -> Hits:
         """Each query's ``top_k`` passages of the corpus by BM25 (bm25s's retrieval), in trec_eval's order.

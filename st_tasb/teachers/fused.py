@@ -57,10 +57,11 @@ class FusedTeacher(InBatchTeacher):
             are the queries store's that positions are given into.
         bm25_weight: ``w``, the weight on BM25 (0: the bi-encoder alone, 1: BM25 alone); choose it on dev.
         depth: the rank whose score is each teacher's 0 for a query (its best passage is 1).
+        scale: factor on every fused score (e.g. to bring them to the range of a student's dot products).
         name: how a scoring job's manifest names the teacher (default: the weight, the depth and both names).
 
     Raises:
-        ValueError: if ``bm25_weight`` is outside [0, 1], ``depth < 1``, the bi-encoder has no cache, or the
+        ValueError: if ``bm25_weight`` is outside [0, 1], ``depth < 1``, ``scale <= 0``, the bi-encoder has no cache, or the
             cache's rows do not match the BM25 corpus or queries.
 
     Example:
@@ -88,6 +89,7 @@ class FusedTeacher(InBatchTeacher):
         *,
         bm25_weight: float,
         depth: int = 100,
+        scale: float = 1.0,
         name: str | None = None,
     ) -> None:
         super().__init__()
@@ -95,6 +97,7 @@ class FusedTeacher(InBatchTeacher):
         if bm25_weight > 1:
             raise ValueError(f"bm25_weight must be in [0, 1] (the weight on BM25), not {bm25_weight!r}")
         check_number("depth", depth, minimum=1)
+        check_number("scale", scale, integer=False, minimum=0, inclusive=False)
         if dense.cache is None:
             raise ValueError("FusedTeacher needs the bi-encoder's embeddings of the corpus: give the BiEncoderTeacher "
                              "a cache (cache= or build_cache)")
@@ -105,7 +108,9 @@ class FusedTeacher(InBatchTeacher):
         if bm25.queries is not None:
             self._check_queries(bm25.queries)
         self.bm25_weight, self.depth = float(bm25_weight), min(int(depth), len(bm25.corpus))
-        self.name = name or f"fused(bm25_weight={bm25_weight:g},depth={depth}):{bm25.name}+{dense.name}"
+        self.scale = float(scale)
+        scaled = f" x {scale:g}" if scale != 1 else ""
+        self.name = name or f"fused(bm25_weight={bm25_weight:g},depth={depth}):{bm25.name}+{dense.name}{scaled}"
         self._ranges = np.full((len(dense.cache.queries), 4), np.nan)  # filled per query as needed
         self.freeze()
 
@@ -158,7 +163,7 @@ class FusedTeacher(InBatchTeacher):
         return lexical, best_rows.numpy()
 
     def _fuse(self, bm25: np.ndarray, dense: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-        """The weighted sum of both sides' normalised scores; ``ranges`` broadcasts against the scores."""
+        """The weighted sum of both sides' normalised scores, scaled; ``ranges`` broadcasts against the scores."""
         def normalised(scores: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
             span = high - low
             return (scores - low) / np.where(span > 0, span, 1.0)
@@ -167,7 +172,7 @@ class FusedTeacher(InBatchTeacher):
         fused = self.bm25_weight * normalised(bm25, low_b, high_b) + (1 - self.bm25_weight) * normalised(
             dense, low_d, high_d
         )
-        return fused.astype(np.float32)
+        return (self.scale * fused).astype(np.float32)
 
     def score_pairs(
         self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
@@ -230,6 +235,7 @@ class FusedTeacher(InBatchTeacher):
         return {
             "bm25_weight": self.bm25_weight,
             "depth": self.depth,
+            "scale": self.scale,
             "normalisation": f"per query, min-max between each teacher's score at rank {self.depth} and at rank 1 of "
                              "the corpus",
             "bm25": self.bm25.get_config_dict(),
