@@ -104,10 +104,10 @@ def test_judged_ids_missing_from_the_texts_are_named_once(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="st_tasb"):
         evaluate_model(HashEncoder(), BeirData(corpus, queries, qrels), top_k=5, show_progress_bar=False)
     assert warnings_of(caplog) == [
-        "1 of the 3 judged queries are not in the queries, e.g. 'lost': they get no results and count as 0 on every "
-        "metric",
-        "2 of the 5 judged documents are not in the corpus, e.g. 'gone1', 'gone2': no run can retrieve them, so recall "
-        "and nDCG cannot reach 1",
+        ("1 of the 3 judged queries are not in the queries, e.g. 'lost': they get no results and count as 0 on every "
+         "metric"),
+        ("2 of the 5 judged documents are not in the corpus, e.g. 'gone1', 'gone2': no run can retrieve them, so recall "
+         "and nDCG cannot reach 1"),
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="st_tasb"):
@@ -199,7 +199,7 @@ def test_candidates_without_rows_are_not_called_corrupt(tmp_path: Path, capsys: 
 class ZeroTeacher:
     name = "zero"
 
-    def score_pairs(self, queries, corpus, query_positions, doc_positions) -> np.ndarray:  # noqa: ANN001
+    def score_pairs(self, queries, corpus, query_positions, doc_positions) -> np.ndarray:
         return np.zeros(len(query_positions), dtype=np.float32)
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from st_tasb.data.text_files import DataFormatError, id_field, integer_field, json_records, string_field, text_lines
+from st_tasb.data.text_files import (
+    DataFormatError,
+    id_field,
+    integer_field,
+    json_records,
+    string_field,
+    text_lines,
+)
 from st_tasb.data.texts import TextStore
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,12 @@ import re
 from pathlib import Path
 
 from st_tasb.data.files import replacing
-from st_tasb.data.text_files import DataFormatError, integer_field, number_field, text_lines
+from st_tasb.data.text_files import (
+    DataFormatError,
+    integer_field,
+    number_field,
+    text_lines,
+)
 
 Run = dict[str, dict[str, float]]
 """A retrieval run: query id -> document id -> score (higher is better)."""

@@ -76,8 +76,8 @@ def text_lines(path: str | Path, what: str, *, skip_blank: bool = True) -> Itera
         raise FileNotFoundError(f"{what} not found: {path}")
     with path.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(BYTE_ORDER_MARK):
-                raw = raw[len(BYTE_ORDER_MARK):]
+            if line_number == 1:
+                raw = raw.removeprefix(BYTE_ORDER_MARK)
             line = _decode(raw, path, line_number).rstrip("\r\n")
             if line.strip() or not skip_blank:
                 yield line_number, line
@@ -100,9 +100,7 @@ def read_text(path: str | Path, what: str) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    raw = path.read_bytes()
-    if raw.startswith(BYTE_ORDER_MARK):
-        raw = raw[len(BYTE_ORDER_MARK):]
+    raw = path.read_bytes().removeprefix(BYTE_ORDER_MARK)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -39,7 +39,13 @@ from st_tasb.data.runs import write_trec_run
 from st_tasb.data.texts import TextStore
 from st_tasb.retrieval.evaluation import judgement_warnings
 from st_tasb.retrieval.metrics import evaluate_run_details
-from st_tasb.retrieval.search import SIMILARITIES, SearchSettings, Similarity, model_similarity, retrieve
+from st_tasb.retrieval.search import (
+    SIMILARITIES,
+    SearchSettings,
+    Similarity,
+    model_similarity,
+    retrieve,
+)
 
 PRIMARY_METRIC = "ndcg@10"
 
