@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.demo_pipeline import RECIPES, DemoConfig, prepare_demo
+from st_tasb.cli.demo_pipeline import DemoConfig, prepare_demo
 from st_tasb.data.beir import load_beir
+from st_tasb.training.recipes import RECIPES
 
 VARIANTS = {
     "tas-balanced": {"topic_aware": True, "balanced": True},

@@ -244,10 +244,9 @@ def measure_batch_size(batch_size: int, args, report: Report, work: Path) -> Non
     teacher, teacher_setup = in_batch_teacher(args.teacher, data, args.device, args.colbert)
 
     tasb_student = load_student(args.student, args.device, work / "student")
+    tasb_loss = DualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75)
     if args.gradcache:
-        tasb_loss = CachedDualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75, mini_batch_size=args.gradcache)
-    else:
-        tasb_loss = DualTeacherMarginMSELoss(tasb_student, teacher, alpha=0.75)
+        tasb_loss = CachedDualTeacherMarginMSELoss(tasb_loss, mini_batch_size=args.gradcache)
     tasb = Configuration("TAS-B", trainer_for(
         tasb_student, build_training_dataset(data.table, data.queries, data.corpus, clusters, with_indices=True), tasb_loss,
         TASBDataCollator.for_model(tasb_student), batch_size, partial(TopicAwareBalancedBatchSampler), args,

@@ -3,7 +3,7 @@
 Every recipe trains the demo's student (layers 0, 2, 5 of all-MiniLM-L6-v2, mean pooling, 128 tokens) on the demo's
 training queries for the same budget (steps, batch size, learning rate, warm-up, schedule), through ``st-tasb demo``'s
 own code (:func:`st_tasb.cli.demo_pipeline.run_demo`, ``DemoConfig.with_recipe``); only the recipe differs (see
-``RECIPES`` in ``st_tasb/cli/demo_pipeline.py``):
+``RECIPES`` in ``st_tasb/training/recipes.py``):
 
 - ``mnrl``: the baseline, sentence-transformers' MultipleNegativesRankingLoss (cosine x 20) on the (query, judged
   positive) rows with ``NoDuplicatesBatchSampler``, no teacher (``st-tasb train --loss mnrl --random-batches``);
@@ -30,8 +30,9 @@ from pathlib import Path
 
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.demo_pipeline import DEFAULT_RECIPE, RECIPES, DemoConfig
+from st_tasb.cli.demo_pipeline import DEFAULT_RECIPE, DemoConfig
 from st_tasb.data.beir import load_beir
+from st_tasb.training.recipes import RECIPES
 
 REFERENCE = "mnrl"
 PREPARATION = ("teacher embeddings", "mining and scoring", "clustering")

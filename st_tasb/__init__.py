@@ -34,25 +34,28 @@ if TYPE_CHECKING:
         PrecomputedTeacher,
     )
     from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
-    from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss
+    from st_tasb.training.cached_losses import CachedDualTeacherMarginMSELoss, CachedTeacherDistillationLoss
     from st_tasb.training.collator import TASBDataCollator
     from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
     from st_tasb.training.fit import fit
     from st_tasb.training.losses import (
         DualTeacherMarginMSELoss,
         ScaledSimilarity,
+        TeacherDistillationLoss,
         dual_teacher_margin_mse,
     )
+    from st_tasb.training.recipes import RECIPES, Recipe
     from st_tasb.training.sampler import PairIndex, TopicAwareBalancedBatchSampler
     from st_tasb.training.settings import TrainingSettings
     from st_tasb.training.student import make_student
+    from st_tasb.training.terms import LossTerms
     from st_tasb.training.topic_batches import BatchComposition
 
 __version__ = "0.1.0"
 
 _MODULES = {
     "st_tasb.data.beir": ("BeirData", "DataFormatError", "load_beir", "load_qrels"),
-    "st_tasb.training.cached_losses": ("CachedDualTeacherMarginMSELoss",),
+    "st_tasb.training.cached_losses": ("CachedDualTeacherMarginMSELoss", "CachedTeacherDistillationLoss"),
     "st_tasb.prepare.clusters": ("QueryClusters",),
     "st_tasb.training.collator": ("TASBDataCollator",),
     "st_tasb.training.dataset": ("build_pair_dataset", "build_training_dataset"),
@@ -60,7 +63,10 @@ _MODULES = {
     "st_tasb.retrieval.evaluation": ("evaluate_model",),
     "st_tasb.retrieval.evaluator": ("RetrievalEvaluator",),
     "st_tasb.retrieval.search": ("SearchSettings", "retrieve"),
-    "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "ScaledSimilarity", "dual_teacher_margin_mse"),
+    "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "ScaledSimilarity", "TeacherDistillationLoss",
+                                "dual_teacher_margin_mse"),
+    "st_tasb.training.recipes": ("RECIPES", "Recipe"),
+    "st_tasb.training.terms": ("LossTerms",),
     "st_tasb.retrieval.metrics": ("evaluate_run",),
     "st_tasb.prepare.mining": ("mine_candidates",),
     "st_tasb.prepare.pseudo_queries": ("PseudoQueries", "make_pseudo_queries"),
@@ -93,6 +99,7 @@ __all__ = [
     "BiEncoderTeacher",
     "BM25Teacher",
     "CachedDualTeacherMarginMSELoss",
+    "CachedTeacherDistillationLoss",
     "ColBERTModel",
     "ColBERTTeacher",
     "CrossEncoderTeacher",
@@ -101,15 +108,19 @@ __all__ = [
     "EmbeddingCache",
     "FusedTeacher",
     "InBatchTeacher",
+    "LossTerms",
     "MissingScoreError",
     "PairIndex",
     "PrecomputedTeacher",
     "PseudoQueries",
     "QueryClusters",
+    "RECIPES",
+    "Recipe",
     "RetrievalEvaluator",
     "ScaledSimilarity",
     "SearchSettings",
     "TASBDataCollator",
+    "TeacherDistillationLoss",
     "TeacherScoreTable",
     "TextStore",
     "TopicAwareBalancedBatchSampler",

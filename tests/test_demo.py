@@ -130,10 +130,10 @@ def test_demo_runs_the_mnrl_baseline(scifact_dir: Path, demo_output: Path, tmp_p
 def test_recipes_set_every_recipe_field() -> None:
     """Guards switching recipes: each recipe sets all of RECIPE_FIELDS (nothing of the previous recipe stays), the
     paper's recipe is the paper's loss on a dot-product student, and an unknown name is refused with the choices."""
-    from st_tasb.cli.demo_pipeline import RECIPE_FIELDS, RECIPES
+    from st_tasb.training.recipes import RECIPE_FIELDS, RECIPES
 
     for name, recipe in RECIPES.items():
-        assert set(recipe.training) == set(RECIPE_FIELDS), name
+        assert set(recipe.settings()) == set(RECIPE_FIELDS), name
     paper = DemoConfig().with_recipe("st-tasb").with_recipe("paper")
     assert paper.recipe == "paper" and paper.teacher_scale == 10.0
     assert (paper.training.student_similarity(), paper.training.inbatch_loss, paper.training.contrastive_weight) == (
@@ -141,3 +141,20 @@ def test_recipes_set_every_recipe_field() -> None:
     assert DemoConfig().with_recipe("mnrl").training.topic_aware is False
     with pytest.raises(ValueError, match="unknown recipe 'best'; choose one of st-tasb, paper"):
         DemoConfig().with_recipe("best")
+
+
+def test_demo_reports_the_pairs_and_batches_the_student_trained_on(scifact_dir: Path, demo_output: Path,
+                                                                   tmp_path: Path) -> None:
+    """Guards the report of a hard-margin run: the pair count, the queries trained on and the batch composition in
+    metrics.json describe the filtered pairs the student trained on (the card's counts), not the unfiltered table the
+    demo used to rebuild them from."""
+    unfiltered = json.loads((demo_output / "metrics.json").read_text())  # the same quick data, no hard margin
+    output = tmp_path / "hard-margin"
+    assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--recipe", "paper",
+                 "--min-margin", "2", "--max-steps", "2", "--work-dir", str(demo_output / "work")]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    card = json.loads((output / "model" / "tas_balanced.json").read_text())
+    assert metrics["training_pairs"] == card["data"]["training pairs"] < unfiltered["training_pairs"]
+    assert metrics["queries"]["trained_on"] == card["data"]["training queries"] < unfiltered["queries"]["trained_on"]
+    batch_size = DemoConfig.quick().training.batch_size
+    assert metrics["batch_composition"]["n_batches"] == -(-metrics["queries"]["trained_on"] // batch_size)

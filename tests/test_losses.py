@@ -204,7 +204,7 @@ def test_cached_loss_matches_the_plain_loss(small_student: SentenceTransformer, 
     sum(plain.values()).backward()
     plain_grads = gradients(small_student)
     small_student.zero_grad()
-    cached_loss = CachedDualTeacherMarginMSELoss(small_student, teacher, mini_batch_size=2, **terms)
+    cached_loss = CachedDualTeacherMarginMSELoss(DualTeacherMarginMSELoss(small_student, teacher, **terms), mini_batch_size=2)
     assert cached_loss.get_config_dict()["mini_batch_size"] == 2
     cached = cached_loss(features_of(small_student), labels)
     assert set(cached) == set(plain) == {"pairwise", "in_batch", *(["contrastive"] if listwise else [])}

@@ -105,3 +105,39 @@ def test_loading_card_values_reports_missing_and_malformed_files(tmp_path: Path)
         TASBModelCard.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         write_model_card(tmp_path / "absent", card())
+
+
+@pytest.mark.parametrize("name", ["paper", "st-tasb", "mnrl", "mnrl-topic"])
+def test_the_card_states_what_its_recipe_computes(name: str) -> None:
+    """Guards the card's prose against its settings, per recipe: the similarity it scores by (a cosine model is
+    never told it is a dot-product one), every loss term of non-zero weight and no other, and the batches."""
+    import dataclasses
+
+    from st_tasb.training.recipes import KINDS, RECIPES
+    from st_tasb.training.settings import TrainingSettings
+
+    settings = dataclasses.asdict(TrainingSettings(recipe=name))
+    kind = KINDS[settings["loss"]]
+    if not kind.uses_teacher:
+        kind.card(settings, None, None)  # blanks the teachers' settings, as training does
+    text = render_section(TASBModelCard(settings=settings)).split("### Settings")[0]  # the prose; the table follows
+    recipe = RECIPES[name]
+    assert f"by the recipe `{name}`" in text
+    if recipe.terms.similarity == "cosine":
+        assert "Scores are cosine similarities of the embeddings (x 20 in training" in text and "dot product" not in text
+    else:
+        assert "Scores are dot products of the embeddings" in text and "cosine" not in text
+    if recipe.kind.uses_teacher:
+        assert f"the loss is {recipe.terms.describe()}" in text
+        assert ("Margin-MSE" in text) == (recipe.terms.pairwise_weight > 0 or recipe.terms.inbatch_loss == "margin-mse")
+        assert ("contrastive" in text) == (recipe.terms.contrastive_weight > 0)
+    else:
+        assert "no teacher: the loss is sentence-transformers' MultipleNegativesRankingLoss" in text
+        assert "Margin-MSE" not in text and "KL" not in text
+    assert ("one topic cluster" in text) == recipe.topic_aware
+
+
+def test_a_card_without_recorded_settings_claims_nothing() -> None:
+    """Guards cards filled by hand: without the loss kind in the settings, the card states no loss and no score."""
+    text = render_section(TASBModelCard(settings={"batch_size": 32})).split("### Settings")[0]
+    assert "dot product" not in text and "Margin-MSE" not in text and "cosine" not in text

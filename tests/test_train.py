@@ -19,9 +19,12 @@ from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.teachers import BiEncoderTeacher
+from st_tasb.training.checkpoints import checkpoint_problem
+from st_tasb.training.inbatch_teachers import build_inbatch_teacher
+from st_tasb.training.launch import runs_on_cpu
 from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
 from st_tasb.training.settings import TrainingSettings
-from st_tasb.training.trainer import build_inbatch_teacher, checkpoint_problem, runs_on_cpu, train
+from st_tasb.training.trainer import train
 
 
 @dataclass
@@ -320,7 +323,7 @@ def test_topic_aware_training_without_clusters_is_refused(parts: Parts, small_st
     ("overrides", "message"),
     [
         ({"batch_size": 30, "clusters_per_batch": 4}, "multiple of clusters_per_batch"),
-        ({"alpha": -1.0}, "alpha=-1.0 is out of range"),
+        ({"alpha": -1.0}, "alpha must be a finite number >= 0, not -1.0"),  # LossTerms checks the terms
         ({"n_bins": 0}, "n_bins=0"),
         ({"fp16": True, "bf16": True}, "one of fp16 and bf16"),
         ({"max_steps": 0}, "max_steps=0"),

@@ -64,10 +64,12 @@ from st_tasb.publish.hub import push_to_hub
 from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search
+from st_tasb.training.inbatch_teachers import build_inbatch_teacher
+from st_tasb.training.launch import process_state
 from st_tasb.training.model_card import TASBModelCard, add_evaluation
 from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.student import make_student
-from st_tasb.training.trainer import build_inbatch_teacher, process_state, train
+from st_tasb.training.trainer import train
 
 logger = logging.getLogger("train_tasb_msmarco")
 

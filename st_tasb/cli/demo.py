@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
 
 from st_tasb.cli.options import Command, option
 
@@ -24,14 +24,14 @@ class DemoArguments:
     max_steps: int | None = option(None, help="training steps (default: 100, quick: 12)")
     batch_size: int | None = option(None, help="queries per batch (default: 32, quick: 16)")
     learning_rate: float | None = option(None, help="peak learning rate (default: 1e-4)")
-    recipe: Literal["st-tasb", "paper", "mnrl", "mnrl-topic"] = option(
+    recipe: str = option(
         "st-tasb", help="how the student learns: st-tasb (the best measured: topic-aware batches of balanced pairs, "
         "in-batch KL distillation and a contrastive term on the labels, cosine x 20), paper (TAS-Balanced "
         "as published), mnrl / mnrl-topic (baselines without a teacher: MultipleNegativesRankingLoss with "
         "NoDuplicatesBatchSampler / topic-aware batches); the options below change one part of it"
     )
     alpha: float | None = option(None, help="weight of the in-batch term (default: the recipe's)")
-    inbatch_loss: Literal["margin-mse", "kl"] | None = option(None, help="the in-batch term (default: the recipe's)")
+    inbatch_loss: str | None = option(None, help="the in-batch term: margin-mse or kl (default: the recipe's)")
     contrastive_weight: float | None = option(None, help="weight of the contrastive term on the labels (default: the recipe's)")
     pairwise_weight: float | None = option(None, help="weight of the pairwise Margin-MSE term (default: the recipe's)")
     min_margin: float | None = option(None, help="hard margin: leave out pairs whose teacher margin is below this")
@@ -50,17 +50,15 @@ class DemoArguments:
 
 def run(args: DemoArguments) -> int:
     """Run the demo and print the dev metrics of the student before and after training, and of the teacher."""
-    from dataclasses import replace
-
     from st_tasb.cli.demo_pipeline import DemoConfig, run_demo
+    from st_tasb.training.settings import TrainingSettings
 
-    config = DemoConfig.quick() if args.quick else DemoConfig()
-    config = config.with_recipe(args.recipe)
-    names = ("max_steps", "batch_size", "learning_rate", "alpha", "inbatch_loss", "contrastive_weight", "pairwise_weight", "min_margin",
-             "eval_steps", "topic_aware", "balanced")
-    config = config.with_training(**{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    config = (DemoConfig.quick() if args.quick else DemoConfig()).with_recipe(args.recipe)
+    training = {field.name for field in dataclasses.fields(TrainingSettings)} - {"recipe", "seed"}  # set above, and per run
+    config = config.with_training(**{field.name: getattr(args, field.name) for field in dataclasses.fields(args)
+                                     if field.name in training and getattr(args, field.name) is not None})
     if args.student_layers is not None:
-        config = replace(config, student_layers=tuple(args.student_layers))
+        config = dataclasses.replace(config, student_layers=tuple(args.student_layers))
     result = run_demo(args.data, args.output, seed=args.seed, config=config, split=args.split, work_dir=args.work_dir,
                       overwrite=args.overwrite)
     dev = result.metrics["dev"]

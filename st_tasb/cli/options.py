@@ -112,10 +112,14 @@ class OptionParser(HfArgumentParser, Generic[T]):
             "line override it",
         )
         hints = typing.get_type_hints(arguments)
-        for field in _fields(arguments):
-            if hints[field.name] is bool and field.default is False:
-                flag = field.name.replace("_", "-")
-                self.add_argument(f"--no-{flag}", dest=field.name, action="store_false", help=f"turn --{flag} off")
+        switches = [field.name for field in _fields(arguments)
+                    if hints[field.name] in (bool, bool | None) and field.default in (False, None)]
+        for action in self._actions:
+            if action.dest in switches:  # "--x" alone turns on an optional boolean ("the recipe's" when absent) too
+                action.nargs, action.const = "?", True
+        for name in switches:
+            flag = name.replace("_", "-")
+            self.add_argument(f"--no-{flag}", dest=name, action="store_false", help=f"turn --{flag} off")
         for flag, name in ABLATION_FLAGS.items():
             if name in hints:
                 self.add_argument(f"--{flag}", dest=name, action="store_false", help=f"the ablation: --no-{name.replace('_', '-')}")

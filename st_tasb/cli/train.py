@@ -1,4 +1,4 @@
-"""``st-tasb train``: TAS-Balanced training of a student with the dual-teacher Margin-MSE loss."""
+"""``st-tasb train``: training of a student by a recipe (TAS-Balanced's by default), flags overriding its settings."""
 
 from __future__ import annotations
 
@@ -58,17 +58,16 @@ def run(args: TrainArguments) -> int:
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.training.model_card import TASBModelCard
+    from st_tasb.training.recipes import KINDS
     from st_tasb.training.student import make_student
-    from st_tasb.training.trainer import (
-        build_inbatch_teacher,
-        main_process_threads,
-        process_state,
-        train,
-    )
+    from st_tasb.training.inbatch_teachers import build_inbatch_teacher
+    from st_tasb.training.launch import main_process_threads, process_state
+    from st_tasb.training.trainer import train
 
     _check_output(Path(args.output), args.resume, args.overwrite)
-    if args.loss == "mnrl" and args.inbatch_teacher != "none":
-        raise ValueError("--loss mnrl learns from the labels alone: drop --inbatch-teacher, or train with --loss tas-b")
+    if not KINDS[args.loss].uses_teacher and args.inbatch_teacher != "none":
+        raise ValueError(f"--recipe {args.recipe} (--loss {args.loss}) learns from the labels alone: drop "
+                         "--inbatch-teacher, or train with a recipe that has a teacher")
     if args.clusters is None and args.topic_aware:
         raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
     device = "cpu" if args.cpu else None
@@ -129,7 +128,7 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     a model trained there before, or the checkpoints of an unfinished run (which --resume continues)."""
     from st_tasb.data.files import check_output_folder, check_writable
     from st_tasb.training.model_card import CARD_DATA_FILE
-    from st_tasb.training.trainer import CHECKPOINTS_DIR
+    from st_tasb.training.checkpoints import CHECKPOINTS_DIR
 
     if overwrite or not output.is_dir():
         check_writable(output, "--output")
@@ -152,10 +151,12 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
 COMMAND = Command(
     name="train",
     description=(
-        "Train a dense retriever with TAS-Balanced: every batch holds the queries of one topic cluster, each with\n"
-        "a (positive, negative) pair drawn evenly over its teacher-margin bins, and the loss is pairwise\n"
-        "Margin-MSE on the table's margins plus alpha times in-batch Margin-MSE against the in-batch teacher.\n"
-        "Defaults are the paper's (batch 32, lr 7e-6, cosine schedule, alpha 0.75, 10 bins, 1 cluster per batch).\n"
+        "Train a dense retriever by a recipe (--recipe; flags override its settings). The default, paper, is\n"
+        "TAS-Balanced as published: every batch holds the queries of one topic cluster, each with a (positive,\n"
+        "negative) pair drawn evenly over its teacher-margin bins, and the loss is pairwise Margin-MSE on the\n"
+        "table's margins plus alpha times in-batch Margin-MSE against the in-batch teacher (batch 32, lr 7e-6,\n"
+        "cosine schedule, alpha 0.75, 10 bins, 1 cluster per batch). st-tasb: in-batch KL distillation plus a\n"
+        "contrastive term on the labels, cosine x 20 student; mnrl, mnrl-topic: the baselines without a teacher.\n"
         "Runs on CPU or CUDA. Several processes (the log's first line says how many, and the card records the\n"
         "world size and global batch):\n"
         "  GPUs:  accelerate launch --multi_gpu --num_processes N -m st_tasb train ...  (or torchrun --nproc_per_node N)\n"

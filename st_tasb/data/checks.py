@@ -9,7 +9,7 @@ Example:
     >>> check_number("scale", 0.0, integer=False, minimum=0, inclusive=False)
     Traceback (most recent call last):
     ...
-    ValueError: scale must be > 0, not 0.0
+    ValueError: scale must be a finite number > 0, not 0.0
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def check_number(
     if value is None and optional:
         return
     kind = numbers.Integral if integer else numbers.Real
+    bound = "" if minimum is None else f" {'>=' if inclusive else '>'} {minimum:g}"
+    expected = "an integer" if integer else f"a finite number{bound}"
     if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an integer" if integer else "a number"
+        expected = "an integer" if integer else expected if bound else "a number"
         raise ValueError(f"{name} must be {expected}, not {value!r} ({type(value).__name__})")
-    if not integer and not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, not {value!r}")
-    if minimum is not None and (value < minimum or (value == minimum and not inclusive)):
-        raise ValueError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g}, not {value!r}")
+    if (not integer and not math.isfinite(value)) or (
+        minimum is not None and (value < minimum or (value == minimum and not inclusive))
+    ):
+        raise ValueError(f"{name} must be {expected}{bound if integer else ''}, not {value!r}")

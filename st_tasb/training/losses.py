@@ -1,4 +1,5 @@
-"""Dual-teacher Margin-MSE, the loss of TAS-Balanced (Hofstätter et al., SIGIR 2021, section 4 of docs/method.md).
+"""Teacher distillation losses: dual-teacher Margin-MSE, the loss of TAS-Balanced (Hofstätter et al., SIGIR 2021,
+section 4 of docs/method.md), and the terms st-tasb adds to it (:class:`TeacherDistillationLoss`).
 
 For a batch of ``B`` rows ``(q_i, p_i+, p_i-)`` with student dot products ``s``, pairwise teacher
 margins ``T_i+ - T_i-`` and in-batch teacher scores ``C``::
@@ -9,7 +10,8 @@ margins ``T_i+ - T_i-`` and in-batch teacher scores ``C``::
     L      = L_pair + alpha * L_inb
 
 The in-batch negatives of ``q_i`` are the positives and negatives of all other rows; its own negative
-is scored by the pairwise term only. That is the paper's loss, and the default.
+is scored by the pairwise term only. That is the paper's loss (:class:`DualTeacherMarginMSELoss`), and the default
+of :class:`~st_tasb.training.terms.LossTerms`, which names every term and weight once.
 
 Two terms the field added since (section 5 of docs/method.md) are options:
 
@@ -26,7 +28,7 @@ MNRL's default).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -36,9 +38,16 @@ from sentence_transformers.util import cos_sim, dot_score
 from torch import Tensor, nn
 from torch.nn import functional
 
+from st_tasb.data.checks import check_number
 from st_tasb.data.compat import embed_columns
 from st_tasb.teachers.base import InBatchTeacher
-from st_tasb.training.gathering import GatheredPassages, gather_labels, gather_passages, gathering_active
+from st_tasb.training.gathering import (
+    GatheredPassages,
+    gather_labels,
+    gather_passages,
+    gathering_active,
+)
+from st_tasb.training.terms import SIMILARITY_NAMES, LossTerms
 
 TASB_CITATION = """
 @inproceedings{hofstaetter2021tasb,
@@ -52,8 +61,6 @@ TASB_CITATION = """
 }
 """
 
-_NO_TERM = ("the loss has no term left: give pairwise_weight or contrastive_weight a value above 0, or alpha with an "
-            "in-batch teacher")
 _COLLATOR_HINT = "pass data_collator=TASBDataCollator.for_model(model) to the SentenceTransformerTrainer"
 
 
@@ -124,9 +131,7 @@ def in_batch_contrastive(student_scores: Tensor, offset: int = 0) -> Tensor:
     return functional.cross_entropy(student_scores, own)
 
 
-INBATCH_LOSSES = ("margin-mse", "kl")
-"""The forms of the in-batch term: the paper's Margin-MSE, or listwise KL divergence."""
-SIMILARITIES = {"dot": dot_score, "cosine": cos_sim}
+SIMILARITIES = dict(zip(SIMILARITY_NAMES, (dot_score, cos_sim)))
 """The student's score functions by name (the name is recorded in the saved model)."""
 
 
@@ -147,8 +152,7 @@ class ScaledSimilarity:
     def __init__(self, name: str = "dot", scale: float = 1.0) -> None:
         if name not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {tuple(SIMILARITIES)}, not {name!r}")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-            raise ValueError(f"the similarity scale must be a finite number > 0, not {scale!r}")
+        check_number("the similarity scale", scale, integer=False, minimum=0, inclusive=False)
         self.name, self.scale = name, float(scale)
         self.__name__ = name if self.scale == 1 else f"{name} x {self.scale:g}"
 
@@ -160,18 +164,40 @@ class ScaledSimilarity:
         return f"ScaledSimilarity({self.name!r}, {self.scale:g})"
 
 
-def check_alpha(alpha: float, name: str = "alpha") -> None:
-    """Raise ``ValueError`` unless the weight ``alpha`` (named ``name``) is a finite number >= 0 (NaN, infinity or a
-    negative weight would make the loss meaningless: a negative one rewards disagreeing with the teacher).
+def similarity_function(terms: LossTerms) -> Callable[[Tensor, Tensor], Tensor]:
+    """The student's score function of ``terms``: sentence-transformers' own (``dot_score``, ``cos_sim``) unscaled,
+    else a :class:`ScaledSimilarity`.
 
     Example:
-        >>> check_alpha(float("nan"))
+        >>> similarity_function(LossTerms()).__name__, similarity_function(LossTerms(similarity="cosine", similarity_scale=20))
+        ('dot_score', ScaledSimilarity('cosine', 20))
+    """
+    if terms.similarity_scale == 1:
+        return SIMILARITIES[terms.similarity]
+    return ScaledSimilarity(terms.similarity, terms.similarity_scale)
+
+
+def loss_terms(terms: LossTerms | None = None, **term_values: Any) -> LossTerms:
+    """The loss terms given as a :class:`~st_tasb.training.terms.LossTerms` or as its fields by keyword.
+
+    Raises:
+        TypeError: for both at once, or a keyword that is no term, naming the terms.
+        ValueError: for a value :class:`~st_tasb.training.terms.LossTerms` refuses.
+
+    Example:
+        >>> loss_terms(alpha=0.5).alpha, loss_terms(LossTerms(alpha=0.25)).alpha
+        (0.5, 0.25)
+        >>> loss_terms(beta=1)
         Traceback (most recent call last):
         ...
-        ValueError: alpha must be a finite number >= 0, not nan
+        TypeError: unknown loss term 'beta'; the terms are pairwise_weight, alpha, inbatch_loss, contrastive_weight, similarity, similarity_scale
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, not {alpha!r}")
+    unknown = sorted(set(term_values) - set(LossTerms.fields()))
+    if unknown:
+        raise TypeError(f"unknown loss term {unknown[0]!r}; the terms are {', '.join(LossTerms.fields())}")
+    if terms is not None and term_values:
+        raise TypeError(f"give the loss terms as LossTerms or as keywords, not both ({', '.join(term_values)})")
+    return terms if terms is not None else LossTerms(**term_values)
 
 
 def dual_teacher_margin_mse(
@@ -181,12 +207,10 @@ def dual_teacher_margin_mse(
     margin: Tensor,
     inbatch_scores: Tensor | None = None,
     *,
-    alpha: float = 0.75,
-    similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
-    inbatch_loss: str = "margin-mse",
-    contrastive_weight: float = 0.0,
-    pairwise_weight: float = 1.0,
+    terms: LossTerms | None = None,
+    similarity_fct: Callable[[Tensor, Tensor], Tensor] | None = None,
     passages: GatheredPassages | None = None,
+    **term_values: Any,
 ) -> dict[str, Tensor]:
     """The loss components from embeddings and teacher scores (no model needed).
 
@@ -197,11 +221,11 @@ def dual_teacher_margin_mse(
         margin: ``[B]`` pairwise teacher margins ``T_i+ - T_i-``.
         inbatch_scores: ``[B, 2B]`` in-batch teacher scores ``C`` of each query against all positives,
             then all negatives; ``None`` (or ``alpha == 0``) leaves the in-batch term out.
-        alpha: weight of the in-batch term.
-        similarity_fct: student score matrix of two embedding batches (default: dot product).
-        inbatch_loss: ``"margin-mse"`` (the paper) or ``"kl"`` (listwise, :func:`in_batch_kl`).
-        contrastive_weight: weight of the labels' term :func:`in_batch_contrastive` (0, the paper: none).
-        pairwise_weight: weight of the pairwise term (1, the paper); 0 leaves it out.
+        terms: the terms and their weights (:class:`~st_tasb.training.terms.LossTerms`; default: the paper's), or
+            their fields as keywords (``alpha=0.5, inbatch_loss="kl"``): weights of the pairwise term, the in-batch
+            term (``"margin-mse"`` or listwise ``"kl"``, :func:`in_batch_kl`) and the labels' term
+            :func:`in_batch_contrastive`, and the student's score.
+        similarity_fct: a score function of two embedding batches to use instead of the terms' similarity.
         passages: the in-batch passages when they were gathered from several processes
             (:func:`~st_tasb.training.gathering.gather_passages`): the in-batch terms then range over all ``2G``
             of them, and ``inbatch_scores`` is ``[B, 2G]``; ``None``: this batch's own.
@@ -212,8 +236,8 @@ def dual_teacher_margin_mse(
         components sum to the loss.
 
     Raises:
-        ValueError: if the shapes do not fit together, naming them, a weight is not a finite number >= 0, no term
-            is left, or ``inbatch_loss`` is unknown.
+        ValueError: if the shapes do not fit together, naming them, a term's value is refused by ``LossTerms``, or no
+            term is left.
 
     Example:
         >>> q, p, n = torch.eye(2), torch.eye(2) * 2, torch.zeros(2, 2)
@@ -221,10 +245,8 @@ def dual_teacher_margin_mse(
         >>> {name: round(value.item(), 4) for name, value in parts.items()}
         {'pairwise': 1.0, 'in_batch': 2.0}
     """
-    check_alpha(alpha)
-    check_alpha(contrastive_weight, "contrastive_weight")
-    check_alpha(pairwise_weight, "pairwise_weight")
-    check_inbatch_loss(inbatch_loss)
+    terms = loss_terms(terms, **term_values)
+    similarity_fct = similarity_fct or similarity_function(terms)
     batch_size = query.shape[0]
     if positive.shape != query.shape or negative.shape != query.shape:
         raise ValueError(
@@ -244,53 +266,46 @@ def dual_teacher_margin_mse(
     rows = torch.arange(batch_size, device=scores.device)
     student_margin = scores[rows, rows + offset] - scores[rows, rows + offset + n_passages]
     margin = margin.detach().to(device=scores.device, dtype=scores.dtype)
+    weights = terms.used(has_inbatch_teacher=inbatch_scores is not None)
+    if not weights:
+        terms.check_teacher(inbatch_scores is not None)
     components = {}
-    if pairwise_weight != 0:
-        components["pairwise"] = pairwise_weight * ((student_margin - margin) ** 2).mean()
-    if inbatch_scores is not None and alpha != 0:
+    if "pairwise" in weights:
+        components["pairwise"] = weights["pairwise"] * ((student_margin - margin) ** 2).mean()
+    if "in_batch" in weights:
         if tuple(inbatch_scores.shape) != (batch_size, 2 * n_passages):
             raise ValueError(
                 f"the in-batch teacher scores have shape {tuple(inbatch_scores.shape)}; expected "
                 f"({batch_size}, {2 * n_passages}): each query against all positives, then all negatives"
             )
         inbatch_scores = inbatch_scores.to(device=scores.device, dtype=scores.dtype)
-        if inbatch_loss == "kl":
-            components["in_batch"] = alpha * in_batch_kl(scores, inbatch_scores)
-        else:
-            components["in_batch"] = alpha * in_batch_margin_mse(scores, inbatch_scores, offset)
-    if contrastive_weight != 0:
-        components["contrastive"] = contrastive_weight * in_batch_contrastive(scores, offset)
-    if not components:
-        raise ValueError(_NO_TERM)
+        in_batch = in_batch_kl(scores, inbatch_scores) if terms.inbatch_loss == "kl" else in_batch_margin_mse(
+            scores, inbatch_scores, offset)
+        components["in_batch"] = weights["in_batch"] * in_batch
+    if "contrastive" in weights:
+        components["contrastive"] = weights["contrastive"] * in_batch_contrastive(scores, offset)
     return components
 
 
-def check_inbatch_loss(inbatch_loss: str) -> None:
-    """Raise ``ValueError`` unless ``inbatch_loss`` is one of :data:`INBATCH_LOSSES`."""
-    if inbatch_loss not in INBATCH_LOSSES:
-        raise ValueError(f"inbatch_loss must be one of {INBATCH_LOSSES}, not {inbatch_loss!r}")
+class TeacherDistillationLoss(nn.Module):
+    """The student learns from teacher scores and labels: the terms of :class:`~st_tasb.training.terms.LossTerms`.
 
-
-class DualTeacherMarginMSELoss(nn.Module):
-    """Pairwise Margin-MSE against a pairwise teacher plus in-batch Margin-MSE against an in-batch teacher.
-
-    The pairwise teacher margins come precomputed with the training data (``labels["margin"]``); the
-    in-batch teacher scores every query of a batch against every positive and negative of the batch,
-    which the student matches with the in-batch term. See the module docstring for the formulas.
+    ``loss = pairwise_weight * L_pair + alpha * L_inb + contrastive_weight * L_con`` (module docstring): pairwise
+    Margin-MSE against the table's teacher margins (``labels["margin"]``), an in-batch term against an in-batch
+    teacher that scores every query of a batch against every positive and negative of the batch (Margin-MSE, or
+    listwise KL with ``inbatch_loss="kl"``), and a contrastive term on the labels. A term of weight 0 is neither
+    computed nor logged. With the paper's terms (the defaults) this is the TAS-Balanced loss, under its published
+    name :class:`DualTeacherMarginMSELoss`; the st-tasb recipe uses in-batch KL and the contrastive term with no
+    pairwise term.
 
     Args:
         model: the student SentenceTransformer (``None`` to use :meth:`compute_loss_from_embeddings` only).
         inbatch_teacher: an :class:`~st_tasb.teachers.InBatchTeacher` (ColBERT, cross-encoder,
             bi-encoder or precomputed scores); frozen, its parameters never reach the optimizer.
-        alpha: weight of the in-batch term (the paper: 0.75). ``alpha=0`` (or no teacher) is
-            sentence-transformers' ``MarginMSELoss``.
-        similarity_fct: student score matrix of two embedding batches (default: dot product, as in the paper;
-            :class:`ScaledSimilarity` gives cosine x a scale).
-        inbatch_loss: the in-batch term: ``"margin-mse"`` (the paper) or ``"kl"`` (listwise distillation over the
-            batch's passages).
-        contrastive_weight: weight of a contrastive term on the labels (each query's positive against every passage
-            of the batch, as MultipleNegativesRankingLoss); 0 (the paper) leaves it out.
-        pairwise_weight: weight of the pairwise Margin-MSE term (1, the paper).
+        terms: the terms, their weights and the student's score (default: the paper's), or
+            ``**term_values``: the same as keywords, e.g. ``alpha=0.75`` (``alpha=0`` or no teacher: only the
+            pairwise term, sentence-transformers' ``MarginMSELoss``).
+        similarity_fct: a score function of two embedding batches to use instead of the terms' similarity.
         gather_across_devices: with several processes (DDP), every query's in-batch terms range over the passages
             of all processes' batches (the global batch), and the in-batch teacher scores them all; DDP's averaged
             gradient is then that of one process on the global batch (:mod:`~st_tasb.training.gathering`).
@@ -316,9 +331,9 @@ class DualTeacherMarginMSELoss(nn.Module):
         +--------------------------------------+-----------------------------------------------------------+
 
     Raises:
-        ValueError: for a negative ``alpha`` or ``contrastive_weight``, ``alpha > 0`` without a teacher, an unknown
-            ``inbatch_loss``, or a teacher sharing parameters with the student.
-        TypeError: if the teacher is not an ``InBatchTeacher``.
+        ValueError: for terms :class:`~st_tasb.training.terms.LossTerms` refuses, ``alpha > 0`` without a teacher,
+            no term left, or a teacher sharing parameters with the student.
+        TypeError: if the teacher is not an ``InBatchTeacher``, or for an unknown term keyword.
 
     Example:
         ::
@@ -349,22 +364,15 @@ class DualTeacherMarginMSELoss(nn.Module):
         self,
         model: SentenceTransformer | None,
         inbatch_teacher: InBatchTeacher | None = None,
-        alpha: float = 0.75,
-        similarity_fct: Callable[[Tensor, Tensor], Tensor] = dot_score,
-        inbatch_loss: str = "margin-mse",
-        contrastive_weight: float = 0.0,
-        pairwise_weight: float = 1.0,
+        terms: LossTerms | None = None,
+        *,
+        similarity_fct: Callable[[Tensor, Tensor], Tensor] | None = None,
         gather_across_devices: bool = False,
+        **term_values: Any,
     ) -> None:
         super().__init__()
-        check_alpha(alpha)
-        check_alpha(contrastive_weight, "contrastive_weight")
-        check_alpha(pairwise_weight, "pairwise_weight")
-        check_inbatch_loss(inbatch_loss)
-        if pairwise_weight == 0 and contrastive_weight == 0 and (inbatch_teacher is None or alpha == 0):
-            raise ValueError(_NO_TERM)
-        if inbatch_teacher is None and alpha > 0:
-            raise ValueError(f"alpha={alpha} weighs an in-batch term, but no inbatch_teacher was given")
+        self.terms = loss_terms(terms, **term_values)
+        self.terms.check_teacher(inbatch_teacher is not None)
         if inbatch_teacher is not None:
             if not isinstance(inbatch_teacher, InBatchTeacher):
                 raise TypeError(
@@ -380,17 +388,13 @@ class DualTeacherMarginMSELoss(nn.Module):
             inbatch_teacher.freeze()
         self.model = model
         self.inbatch_teacher = inbatch_teacher
-        self.alpha = float(alpha)
-        self.similarity_fct = similarity_fct
-        self.inbatch_loss = inbatch_loss
-        self.contrastive_weight = float(contrastive_weight)
-        self.pairwise_weight = float(pairwise_weight)
+        self.similarity_fct = similarity_fct or similarity_function(self.terms)
         self.gather_across_devices = bool(gather_across_devices)
 
     @property
     def uses_inbatch_teacher(self) -> bool:
         """Whether the loss has an in-batch term (a teacher and ``alpha > 0``)."""
-        return self.inbatch_teacher is not None and self.alpha > 0
+        return self.inbatch_teacher is not None and self.terms.alpha > 0
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Any) -> dict[str, Tensor]:
         """Embed the (query, positive, negative) columns and return the loss components.
@@ -414,17 +418,12 @@ class DualTeacherMarginMSELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
         """The loss components from the query, positive and negative embeddings and the labels."""
         margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
-        return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, **self.term_settings(),
-                                       passages=self.in_batch_passages(*embeddings[1:]))
+        return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, terms=self.terms,
+                                       similarity_fct=self.similarity_fct, passages=self.in_batch_passages(*embeddings[1:]))
 
     def in_batch_passages(self, positive: Tensor, negative: Tensor) -> GatheredPassages | None:
         """The passages of every process when gathering (see ``gather_across_devices``), else ``None``."""
         return gather_passages(positive, negative) if gathering_active(self.gather_across_devices) else None
-
-    def term_settings(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`dual_teacher_margin_mse` that this loss sets."""
-        return {"alpha": self.alpha, "similarity_fct": self.similarity_fct, "inbatch_loss": self.inbatch_loss,
-                "contrastive_weight": self.contrastive_weight, "pairwise_weight": self.pairwise_weight}
 
     def check_features(self, sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """The features as a list of exactly three columns.
@@ -477,12 +476,9 @@ class DualTeacherMarginMSELoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         """The settings recorded in the model card."""
         return {
-            "alpha": self.alpha,
+            **dataclasses.asdict(self.terms),
             "similarity_fct": getattr(self.similarity_fct, "__name__", type(self.similarity_fct).__name__),
             "inbatch_teacher": self.inbatch_teacher,
-            "inbatch_loss": self.inbatch_loss,
-            "contrastive_weight": self.contrastive_weight,
-            "pairwise_weight": self.pairwise_weight,
             "gather_across_devices": self.gather_across_devices,
         }
 
@@ -490,3 +486,14 @@ class DualTeacherMarginMSELoss(nn.Module):
     def citation(self) -> str:
         """BibTeX of the TAS-Balanced paper, for the model card."""
         return TASB_CITATION
+
+
+class DualTeacherMarginMSELoss(TeacherDistillationLoss):
+    """The loss of TAS-Balanced under its published name: :class:`TeacherDistillationLoss` whose default terms are
+    the paper's, pairwise Margin-MSE plus ``alpha`` (0.75) times in-batch Margin-MSE against the in-batch teacher,
+    on dot-product scores.
+
+    Example:
+        >>> DualTeacherMarginMSELoss(None, alpha=0.0).terms.describe(has_inbatch_teacher=False)
+        'pairwise Margin-MSE x 1'
+    """

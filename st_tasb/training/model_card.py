@@ -41,6 +41,7 @@ from string import Template
 from typing import Any
 
 from st_tasb.retrieval.metrics import METRICS
+from st_tasb.training.recipes import describe_training
 
 CARD_DATA_FILE = "tas_balanced.json"
 """The file next to the model that stores the values of the TAS-Balanced section."""
@@ -50,6 +51,13 @@ _END = "<!-- st-tasb:end -->"
 _INSERT_BEFORE = ("## Training Details", "## Citation")  # headings of sentence-transformers' card
 
 SETTING_LABELS = {
+    "recipe": "recipe",
+    "loss": "loss kind",
+    "similarity": "student score",
+    "similarity_scale": "student score scale",
+    "inbatch_loss": "in-batch term",
+    "pairwise_weight": "pairwise Margin-MSE weight",
+    "contrastive_weight": "contrastive term weight",
     "k": "query clusters (k)",
     "n_clusters": "non-empty query clusters",
     "clusters_per_batch": "clusters per batch (n)",
@@ -128,7 +136,12 @@ def render_section(card: TASBModelCard) -> str:
         (True, True)
     """
     template = Template(resources.files("st_tasb.training").joinpath("templates/model_card.md").read_text(encoding="utf-8"))
+    method, scores = describe_training(card.settings)
+    recipe = card.settings.get("recipe")
     return template.substitute(
+        recipe=f", by the recipe `{recipe}`" if recipe else "",
+        method=method,
+        scores=scores,
         settings_table=_table(("setting", "value"), [(SETTING_LABELS.get(k, k), _format(v)) for k, v in card.settings.items()]),
         teachers=_bullets(card.teachers) or "Not recorded.",
         data=_bullets(card.data) or "Not recorded.",

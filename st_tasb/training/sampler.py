@@ -42,7 +42,6 @@ import torch
 
 from st_tasb.data.checks import check_number
 from st_tasb.training.dataset import metadata_columns
-from st_tasb.training.settings import TrainingSettings
 from st_tasb.training.topic_batches import TopicBatchSampler
 
 _CHUNK_ROWS = 1 << 22  # rows binned at a time
@@ -199,7 +198,7 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         generator: torch.Generator | None = None,
         seed: int = 0,
         *,
-        n_bins: int = TrainingSettings.n_bins,
+        n_bins: int = 10,
         clusters_per_batch: int = 1,
         topic_aware: bool = True,
         world_size: int | None = None,

@@ -1,9 +1,15 @@
 """The hyper-parameters of a TAS-Balanced run, kept apart from :mod:`st_tasb.training.trainer` so that reading them
 (``st-tasb train --help``, config files) does not load torch.
 
+A recipe (:mod:`st_tasb.training.recipes`) sets the loss kind, the loss terms and the batches; each of those settings
+given on its own overrides the recipe's value.
+
 Example:
     >>> TrainingSettings(batch_size=64, clusters_per_batch=2).sampler_kwargs()
     {'n_bins': 10, 'clusters_per_batch': 2, 'topic_aware': True, 'balanced': True}
+    >>> settings = TrainingSettings(recipe="st-tasb", alpha=0.5)
+    >>> settings.loss_terms().describe(), settings.student_similarity()
+    ('in-batch KL divergence x 0.5 + contrastive (labels) x 1', ('cosine', 20.0))
     >>> TrainingSettings(batch_size=30, clusters_per_batch=4)
     Traceback (most recent call last):
     ...
@@ -24,10 +30,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-LOSSES = ("tas-b", "mnrl")
-"""The losses :func:`~st_tasb.training.trainer.train` runs: TAS-Balanced's teacher-margin loss, or the MNRL baseline."""
-LOSS_SIMILARITY = {"tas-b": ("dot", 1.0), "mnrl": ("cosine", 20.0)}
-"""Each loss's default student score and scale (the paper's dot product; sentence-transformers' MNRL defaults)."""
+from st_tasb.training.recipes import RECIPE_FIELDS, RECIPES, resolve
+from st_tasb.training.terms import LossTerms
+
+RUN_ONLY_SETTINGS = ("cpu", "dataloader_workers", "logging_steps", "save_steps", "eval_steps", "early_stopping_patience",
+                     "keep_best_model")
+"""Settings of how a run executes, not of what it learns: the model card does not record them, and a resumed run may
+change them."""
+RESUMABLE_CHANGES = (*RUN_ONLY_SETTINGS, "max_steps", "epochs")
+"""Settings a run may change when it resumes from its checkpoints (a longer or shorter budget included)."""
+
+_RECIPE_HELP = "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items())
 
 
 @dataclass
@@ -60,41 +73,47 @@ class TrainingSettings:
         metadata={"help": "transformers learning-rate schedule: cosine, linear, constant, ..."},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper: none)"})
-    loss: str = field(
-        default="tas-b",
-        metadata={"help": "tas-b: the teachers' (query, positive, negative) margins, pairwise Margin-MSE plus the "
-                          "in-batch term (the paper); mnrl: the baseline without a teacher, sentence-transformers' "
-                          "MultipleNegativesRankingLoss on the table's distinct (query, positive) rows, with topic-"
-                          "aware batches (TopicAwareBatchSampler) or random ones (--random-batches: "
-                          "NoDuplicatesBatchSampler)"},
+    recipe: str | None = field(
+        default=None,
+        metadata={"help": "the recipe: sets --loss, the loss terms, --similarity and the batches, which flags override "
+                          f"one by one (default: paper; with --loss mnrl: mnrl-topic). {_RECIPE_HELP}"},
+    )
+    loss: str | None = field(
+        default=None,
+        metadata={"help": "tas-b: the teachers' (query, positive, negative) margins and in-batch scores; mnrl: the "
+                          "baseline without a teacher, sentence-transformers' MultipleNegativesRankingLoss on the "
+                          "table's distinct (query, positive) rows, with topic-aware batches (TopicAwareBatchSampler) "
+                          "or random ones (--random-batches: NoDuplicatesBatchSampler) (default: the recipe's)"},
     )
     similarity: str | None = field(
         default=None,
-        metadata={"help": "the student's score: dot or cosine; recorded in the saved model (default: dot for tas-b, "
-                          "the paper's; cosine for mnrl)"},
+        metadata={"help": "the student's score: dot or cosine; recorded in the saved model (default: the recipe's; "
+                          "paper: dot, mnrl: cosine)"},
     )
     similarity_scale: float | None = field(
         default=None,
         metadata={"help": "factor on the student's scores, the inverse temperature of the kl and contrastive terms; "
-                          "match the teacher's scale (default: 1 for tas-b, 20 for mnrl as sentence-transformers)"},
+                          "match the teacher's scale (default: the recipe's; paper: 1, mnrl: 20 as sentence-transformers)"},
     )
-    alpha: float = field(
-        default=0.75,
-        metadata={"help": "weight of the in-batch term (the paper: 0.75); unused without an in-batch teacher"},
+    alpha: float | None = field(
+        default=None,
+        metadata={"help": "weight of the in-batch term (default: the recipe's; paper: 0.75); unused without an in-batch "
+                          "teacher"},
     )
-    inbatch_loss: str = field(
-        default="margin-mse",
+    inbatch_loss: str | None = field(
+        default=None,
         metadata={"help": "the in-batch term: margin-mse (the paper) or kl (listwise: KL divergence from the in-batch "
-                          "teacher's softmax over the batch's passages to the student's)"},
+                          "teacher's softmax over the batch's passages to the student's) (default: the recipe's)"},
     )
-    pairwise_weight: float = field(
-        default=1.0,
-        metadata={"help": "tas-b: weight of the pairwise Margin-MSE term against the table's margins (the paper: 1)"},
+    pairwise_weight: float | None = field(
+        default=None,
+        metadata={"help": "tas-b: weight of the pairwise Margin-MSE term against the table's margins (default: the "
+                          "recipe's; paper: 1)"},
     )
-    contrastive_weight: float = field(
-        default=0.0,
+    contrastive_weight: float | None = field(
+        default=None,
         metadata={"help": "tas-b: weight of a contrastive term on the labels beside the teachers' terms (each query's "
-                          "positive against every passage of the batch, as MNRL); 0, the paper: none"},
+                          "positive against every passage of the batch, as MNRL) (default: the recipe's; paper: 0)"},
     )
     n_bins: int = field(
         default=10,
@@ -104,13 +123,15 @@ class TrainingSettings:
         default=1,
         metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
     )
-    topic_aware: bool = field(
-        default=True,
-        metadata={"help": "batches of one topic cluster; off (--random-batches, the ablation): random queries, no clusters needed"},
+    topic_aware: bool | None = field(
+        default=None,
+        metadata={"help": "batches of one topic cluster; off (--random-batches, the ablation): random queries, no "
+                          "clusters needed (default: the recipe's; on but for mnrl)"},
     )
-    balanced: bool = field(
-        default=True,
-        metadata={"help": "each query's pair drawn evenly over its margin bins; off (--uniform-pairs, the ablation): uniformly"},
+    balanced: bool | None = field(
+        default=None,
+        metadata={"help": "each query's pair drawn evenly over its margin bins; off (--uniform-pairs, the ablation): "
+                          "uniformly (default: the recipe's; on)"},
     )
     min_margin: float | None = field(
         default=None,
@@ -139,8 +160,8 @@ class TrainingSettings:
     logging_steps: float = field(
         default=0.05,
         metadata={"help": "log the loss every N steps, or every such fraction of the run when below 1 (default 0.05: 20 "
-                          "times a run); the logged in_batch component is already weighted by alpha: loss = "
-                          "pairwise + in_batch"},
+                          "times a run); each logged component (pairwise, in_batch, contrastive) is already weighted: "
+                          "the loss is their sum"},
     )
     save_steps: int | None = field(
         default=None,
@@ -163,6 +184,10 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         self._check_types()
+        self.recipe, values = resolve(self.recipe, {name: getattr(self, name) for name in RECIPE_FIELDS})
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.loss_terms()  # the terms check their own values
         checks = {
             "batch_size": self.batch_size >= 1,
             "learning_rate": self.learning_rate > 0,
@@ -170,11 +195,6 @@ class TrainingSettings:
             "max_steps": self.max_steps is None or self.max_steps >= 1,
             "warmup": self.warmup >= 0,
             "weight_decay": self.weight_decay >= 0,
-            "alpha": self.alpha >= 0 and math.isfinite(self.alpha),
-            "contrastive_weight": self.contrastive_weight >= 0 and math.isfinite(self.contrastive_weight),
-            "pairwise_weight": self.pairwise_weight >= 0 and math.isfinite(self.pairwise_weight),
-            "similarity_scale": self.similarity_scale is None or (self.similarity_scale > 0
-                                                                   and math.isfinite(self.similarity_scale)),
             "min_margin": self.min_margin is None or math.isfinite(self.min_margin),
             "n_bins": self.n_bins >= 1,
             "clusters_per_batch": self.clusters_per_batch >= 1,
@@ -188,10 +208,6 @@ class TrainingSettings:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(", ".join(f"{name}={getattr(self, name)!r} is out of range" for name in bad))
-        for name, choices in (("loss", LOSSES), ("similarity", (None, "dot", "cosine")),
-                              ("inbatch_loss", ("margin-mse", "kl"))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(c for c in choices if c)}, not {getattr(self, name)!r}")
         if self.batch_size % self.clusters_per_batch:
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
@@ -223,15 +239,28 @@ class TrainingSettings:
         command whose arguments extend this class)."""
         return cls(**{field.name: getattr(options, field.name) for field in dataclasses.fields(cls)})
 
+    def with_recipe(self, name: str) -> TrainingSettings:
+        """These settings trained by another recipe: every field of :data:`~st_tasb.training.recipes.RECIPE_FIELDS`
+        is the new recipe's (nothing of the last one stays); the budget and the rest stay.
+
+        Example:
+            >>> TrainingSettings(recipe="st-tasb", max_steps=10).with_recipe("paper").loss_terms() == LossTerms()
+            True
+        """
+        return dataclasses.replace(self, recipe=name, **dict.fromkeys(RECIPE_FIELDS))
+
+    def loss_terms(self) -> LossTerms:
+        """The loss terms of these settings (validated by :class:`~st_tasb.training.terms.LossTerms`)."""
+        return LossTerms.of(self)
+
     def student_similarity(self) -> tuple[str, float]:
-        """The student's score function and its scale: as set, or the loss's default (tas-b: dot x 1, mnrl: cosine x 20).
+        """The student's score function and its scale (the recipe's unless set).
 
         Example:
             >>> TrainingSettings(loss="mnrl").student_similarity(), TrainingSettings(similarity="cosine").student_similarity()
             (('cosine', 20.0), ('cosine', 1.0))
         """
-        name, scale = LOSS_SIMILARITY[self.loss]
-        return self.similarity or name, float(self.similarity_scale if self.similarity_scale is not None else scale)
+        return self.similarity, self.similarity_scale
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""

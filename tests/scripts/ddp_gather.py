@@ -96,8 +96,9 @@ def loss_and_gradient(loss, encoder, batch, rows, ddp_average: bool) -> tuple[fl
 
 def cached_loss_and_gradient(model, batch_rows, margins, teacher_labels, gather: bool):
     """The GradCache loss on a real (tiny) SentenceTransformer: loss value and the gradients of its weights."""
-    loss = CachedDualTeacherMarginMSELoss(model, LengthTeacher(), alpha=0.5, mini_batch_size=2, contrastive_weight=0.3,
-                                          similarity_fct=ScaledSimilarity("cosine", 20), gather_across_devices=gather)
+    loss = CachedDualTeacherMarginMSELoss(DualTeacherMarginMSELoss(
+        model, LengthTeacher(), alpha=0.5, contrastive_weight=0.3, similarity_fct=ScaledSimilarity("cosine", 20),
+        gather_across_devices=gather), mini_batch_size=2)
     model.zero_grad()
     features = [model.tokenize(batch_rows[name]) for name in ("query", "positive", "negative")]
     labels = {"margin": margins, "texts": teacher_labels}
