@@ -98,17 +98,17 @@ def main() -> int:
     evaluate("BM25", hits)
 
     cache = Path(args.work) / "all-MiniLM-L6-v2-dev"
-    cached = cache.is_dir()
-    with measure(f"MiniLM embeddings ({'read from' if cached else 'encoded into'} {cache})") as phase:
+    report.settings["embeddings"] = str(cache)
+    with measure(f"MiniLM embeddings ({'read' if cache.is_dir() else 'encoded'})") as phase:
         dense = _minilm(data, queries, cache)
     _step(report, phase)
-    with measure("MiniLM retrieval, top 100 (exact inner product)") as phase:
+    with measure("MiniLM retrieval, top 100 (exact)") as phase:
         hits = search_embeddings(dense.cache.queries, dense.cache.corpus, data.corpus, top_k=DEPTH)
     _step(report, phase)
     evaluate("all-MiniLM-L6-v2", hits)
 
     for weight in WEIGHTS:
-        with measure(f"fusion w={weight:g}: both top-100 lists, scored and ranked") as phase:
+        with measure(f"fusion w={weight:g}: union of both top 100") as phase:
             hits = FusedTeacher(bm25, dense, bm25_weight=weight, depth=DEPTH).search(queries)
         _step(report, phase)
         evaluate(f"fused w={weight:g}", hits)
