@@ -151,7 +151,7 @@ def test_demo_reports_the_pairs_and_batches_the_student_trained_on(scifact_dir: 
     unfiltered = json.loads((demo_output / "metrics.json").read_text())  # the same quick data, no hard margin
     output = tmp_path / "hard-margin"
     assert main(["demo", "--data", str(scifact_dir), "--output", str(output), "--quick", "--recipe", "paper",
-                 "--min-margin", "2", "--max-steps", "2", "--work-dir", str(demo_output / "work")]) == 0
+                 "--min-margin", "2", "--max-steps", "3", "--work-dir", str(demo_output / "work")]) == 0
     metrics = json.loads((output / "metrics.json").read_text())
     card = json.loads((output / "model" / "tas_balanced.json").read_text())
     assert metrics["training_pairs"] == card["data"]["training pairs"] < unfiltered["training_pairs"]

