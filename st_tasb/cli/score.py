@@ -93,26 +93,35 @@ def run(args: ScoreArguments) -> int:
     from st_tasb.prepare.table import TABLE_RECORD
 
     check_output_folder(args.output, TABLE_RECORD, "--output", overwrite=args.overwrite)  # before the work
+    from st_tasb.data.beir import load_beir
+    from st_tasb.data.files import writing
+    from st_tasb.prepare.scoring import score_candidates
+
+    pairs = _read_candidates(Path(args.candidates))
+    data = load_beir(args.data, args.split)
+    work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
+    table = score_candidates(
+        _teacher(args, data, work_dir), pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size,
+        shard_size=args.shard_size, scale=args.scale,
+    )
+    with writing(args.output, "teacher score table"):
+        table.save(args.output)
+    print(f"{table.stats()} -> {args.output}")
+    return 0
+
+
+def _read_candidates(candidates: Path) -> Any:
+    """The mined (query, positive, negative) rows of ``--candidates`` (a folder of st-tasb mine, or its Parquet file).
+
+    Raises:
+        FileNotFoundError, ValueError, st_tasb.data.beir.DataFormatError: naming the file and what is wrong.
+    """
     import pyarrow.parquet as pq
     from datasets import Dataset
 
-    from st_tasb.data.beir import DataFormatError, load_beir
-    from st_tasb.data.files import reading, writing
-    from st_tasb.data.models import (
-        MODEL_KINDS,
-        load_cross_encoder,
-        load_sentence_transformer,
-        model_folder_kind,
-    )
-    from st_tasb.prepare.scoring import EnsembleScorer, score_candidates
-    from st_tasb.teachers import (
-        BiEncoderTeacher,
-        BM25Teacher,
-        CrossEncoderTeacher,
-        FusedTeacher,
-    )
+    from st_tasb.data.beir import DataFormatError
+    from st_tasb.data.files import reading
 
-    candidates = Path(args.candidates)
     pairs_path = candidates / PAIRS_FILE if candidates.is_dir() else candidates
     if not pairs_path.is_file():
         raise FileNotFoundError(f"candidates not found: {pairs_path} (run st-tasb mine first)")
@@ -124,9 +133,25 @@ def run(args: ScoreArguments) -> int:
                                   "find pairs?)")
         pairs = Dataset.from_parquet(str(pairs_path))
     _check_candidates(pairs, pairs_path)
-    data = load_beir(args.data, args.split)
+    return pairs
 
-    work_dir = Path(args.work_dir) if args.work_dir else Path(f"{args.output.rstrip('/')}.shards")
+
+def _teacher(args: ScoreArguments, data: Any, work_dir: Path) -> Any:
+    """The teacher of ``--teachers``: one model, BM25 or a fusion, or the mean of several (an ensemble)."""
+    from st_tasb.data.models import (
+        MODEL_KINDS,
+        load_cross_encoder,
+        load_sentence_transformer,
+        model_folder_kind,
+    )
+    from st_tasb.prepare.scoring import EnsembleScorer
+    from st_tasb.teachers import (
+        BiEncoderTeacher,
+        BM25Teacher,
+        CrossEncoderTeacher,
+        FusedTeacher,
+    )
+
     specs = [parse_teacher(spec, args.teacher_type) for spec in args.teachers]
     if any(kind == "fused" for kind, _ in specs) and (args.fusion_weight is None or not 0 <= args.fusion_weight <= 1):
         raise ValueError(f"--fusion-weight must be given with a fused: teacher, the weight on BM25 in [0, 1] (choose it "
@@ -163,16 +188,7 @@ def run(args: ScoreArguments) -> int:
                 teachers.append(FusedTeacher(bm25, dense, bm25_weight=args.fusion_weight, depth=args.fusion_depth))
             else:
                 teachers.append(BiEncoderTeacher(model, **settings))
-    teacher = teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
-
-    table = score_candidates(
-        teacher, pairs, data.queries, data.corpus, work_dir, batch_size=args.batch_size, shard_size=args.shard_size,
-        scale=args.scale,
-    )
-    with writing(args.output, "teacher score table"):
-        table.save(args.output)
-    print(f"{table.stats()} -> {args.output}")
-    return 0
+    return teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
 
 
 def _cached_bi_encoder(model: Any, data: Any, folder: Path, settings: dict[str, Any]) -> Any:
