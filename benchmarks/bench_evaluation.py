@@ -39,7 +39,7 @@ from st_tasb.data.beir import BeirData, load_beir
 from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6
 from st_tasb.data.models import load_sentence_transformer
 from st_tasb.data.texts import TextStore
-from st_tasb.retrieval.evaluator import RetrievalEvaluator
+from st_tasb.retrieval.evaluation import RetrievalEvaluator
 from st_tasb.retrieval.search import search_embeddings
 
 if HAS_SENTENCE_TRANSFORMERS_6:

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from st_tasb.prepare.pseudo_queries import PseudoQueries, make_pseudo_queries
     from st_tasb.prepare.scoring import score_candidates
     from st_tasb.prepare.table import TeacherScoreTable
-    from st_tasb.retrieval.evaluation import evaluate_model
-    from st_tasb.retrieval.evaluator import RetrievalEvaluator
+    from st_tasb.retrieval.evaluation import RetrievalEvaluator, evaluate_model
     from st_tasb.retrieval.metrics import evaluate_run
     from st_tasb.retrieval.search import SearchSettings, retrieve
     from st_tasb.teachers import (
@@ -60,8 +59,7 @@ _MODULES = {
     "st_tasb.training.collator": ("TASBDataCollator",),
     "st_tasb.training.dataset": ("build_pair_dataset", "build_training_dataset"),
     "st_tasb.training.fit": ("fit",),
-    "st_tasb.retrieval.evaluation": ("evaluate_model",),
-    "st_tasb.retrieval.evaluator": ("RetrievalEvaluator",),
+    "st_tasb.retrieval.evaluation": ("RetrievalEvaluator", "evaluate_model"),
     "st_tasb.retrieval.search": ("SearchSettings", "retrieve"),
     "st_tasb.training.losses": ("DualTeacherMarginMSELoss", "ScaledSimilarity", "TeacherDistillationLoss",
                                 "dual_teacher_margin_mse"),

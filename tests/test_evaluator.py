@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.beir import BeirData, load_beir
 from st_tasb.data.compat import HAS_SENTENCE_TRANSFORMERS_6
-from st_tasb.retrieval.evaluator import RetrievalEvaluator
+from st_tasb.retrieval.evaluation import RetrievalEvaluator
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,7 @@ def test_queries_a_run_zeroes_or_ignores_are_counted_and_named(caplog: pytest.Lo
 def test_judged_ids_missing_from_the_texts_are_named_once(caplog: pytest.LogCaptureFixture) -> None:
     """evaluate_model and the Trainer's evaluator name the judged queries the queries lack and the judged documents
     the corpus lacks (both were scored without a word); the evaluator says it once, not at every evaluation."""
-    from st_tasb.retrieval.evaluation import evaluate_model
-    from st_tasb.retrieval.evaluator import RetrievalEvaluator
+    from st_tasb.retrieval.evaluation import RetrievalEvaluator, evaluate_model
 
     corpus = TextStore.from_records([(f"d{i}", f"passage {i}") for i in range(10)], name="corpus")
     queries = TextStore.from_records([("q1", "first"), ("q2", "second")], name="queries")

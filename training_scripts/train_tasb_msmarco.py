@@ -61,7 +61,7 @@ from st_tasb.data.texts import TextStore
 from st_tasb.prepare.clusters import QueryClusters
 from st_tasb.prepare.table import TeacherScoreTable
 from st_tasb.publish.hub import push_to_hub
-from st_tasb.retrieval.evaluator import RetrievalEvaluator
+from st_tasb.retrieval.evaluation import RetrievalEvaluator
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search
 from st_tasb.training.inbatch_teachers import build_inbatch_teacher

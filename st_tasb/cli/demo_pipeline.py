@@ -63,8 +63,7 @@ from st_tasb.publish.plots import (
     plot_margins,
     plot_metrics,
 )
-from st_tasb.retrieval.evaluation import evaluate_model
-from st_tasb.retrieval.evaluator import RetrievalEvaluator
+from st_tasb.retrieval.evaluation import RetrievalEvaluator, evaluate_model
 from st_tasb.retrieval.metrics import evaluate_run
 from st_tasb.retrieval.search import search_embeddings
 from st_tasb.teachers import BiEncoderTeacher, EmbeddingCache

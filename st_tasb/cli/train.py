@@ -57,11 +57,11 @@ def run(args: TrainArguments) -> int:
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
+    from st_tasb.training.inbatch_teachers import build_inbatch_teacher
+    from st_tasb.training.launch import main_process_threads, process_state
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.recipes import KINDS
     from st_tasb.training.student import make_student
-    from st_tasb.training.inbatch_teachers import build_inbatch_teacher
-    from st_tasb.training.launch import main_process_threads, process_state
     from st_tasb.training.trainer import train
 
     _check_output(Path(args.output), args.resume, args.overwrite)
@@ -79,7 +79,7 @@ def run(args: TrainArguments) -> int:
     clusters = QueryClusters.load(args.clusters) if args.clusters else None
     evaluator = None
     if args.eval_data:
-        from st_tasb.retrieval.evaluator import RetrievalEvaluator
+        from st_tasb.retrieval.evaluation import RetrievalEvaluator
 
         evaluator = RetrievalEvaluator.from_beir(load_beir(args.eval_data, args.eval_split), name=args.eval_split)
     elif args.eval_steps or args.early_stopping_patience:
@@ -127,8 +127,8 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an --output that would replace something of the user's without being asked: a folder of other files,
     a model trained there before, or the checkpoints of an unfinished run (which --resume continues)."""
     from st_tasb.data.files import check_output_folder, check_writable
-    from st_tasb.training.model_card import CARD_DATA_FILE
     from st_tasb.training.checkpoints import CHECKPOINTS_DIR
+    from st_tasb.training.model_card import CARD_DATA_FILE
 
     if overwrite or not output.is_dir():
         check_writable(output, "--output")

@@ -110,7 +110,7 @@ def train(
             ``data={...}``; settings, the in-batch teacher and data counts are filled in.
         callbacks: extra ``transformers`` trainer callbacks.
         evaluator: evaluates the student every ``settings.eval_steps`` steps (e.g. a
-            :class:`~st_tasb.retrieval.evaluator.RetrievalEvaluator` on dev queries), keeping the best
+            :class:`~st_tasb.retrieval.evaluation.RetrievalEvaluator` on dev queries), keeping the best
             checkpoint and stopping early as the settings say; its metrics go into
             :attr:`TrainingRun.log_history` and sentence-transformers' card.
         resume_from_checkpoint: a checkpoint folder, or ``True`` for the latest one in ``output_dir/checkpoints``.
