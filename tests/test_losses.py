@@ -16,6 +16,7 @@ from st_tasb.training.losses import (
     dual_teacher_margin_mse,
     in_batch_kl,
     in_batch_margin_mse,
+    positive_copies,
 )
 
 B, DIM = 5, 6
@@ -304,3 +305,60 @@ def test_model_card_config_and_citation() -> None:
     assert config["alpha"] == 0.5 and config["similarity_fct"] == "dot_score"
     assert config["inbatch_teacher"].get_config_dict() == {"pairs": 2 * B * B}
     assert "Balanced Topic Aware Sampling" in loss.citation and "2104.06967" in loss.citation
+
+
+def _shared_positive_batch() -> tuple[list[torch.Tensor], dict]:
+    """Three rows over four passages: rows 0 and 1 have the same positive (corpus row 4), and row 2's negative is
+    that passage too; row 2's positive (row 7) is row 0's negative."""
+    generator = torch.Generator().manual_seed(0)
+    q, p, n = (torch.randn(3, 4, generator=generator, requires_grad=True) for _ in range(3))
+    labels = {"margin": torch.zeros(3), "positive_index": torch.tensor([4, 4, 7]),
+              "negative_index": torch.tensor([7, 1, 4]),
+              "texts": {"query": ["q0", "q1", "q2"], "positive": ["P4", "P4", "P7"], "negative": ["P7", "P1", "P4"]}}
+    return [q, p, n], labels
+
+
+def _contrastive_by_hand(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, same: list[list[int]]) -> torch.Tensor:
+    """Mean over rows of -s(q_i, own positive) + log sum of exp over the passages that are not copies of it."""
+    passages = torch.cat([p, n])
+    total = torch.zeros((), dtype=q.dtype)
+    for i in range(q.shape[0]):
+        kept = [j for j in range(passages.shape[0]) if j == i or j not in same[i]]
+        scores = torch.stack([q[i] @ passages[j] for j in kept])
+        total = total - q[i] @ passages[i] + torch.logsumexp(scores, dim=0)
+    return total / q.shape[0]
+
+
+def test_the_contrastive_term_never_pushes_a_query_from_a_copy_of_its_positive() -> None:
+    """Guards shared positives: a passage that is a row's positive and also another row's positive or negative in
+    the batch is left out of that row's contrastive softmax (by corpus row, and by text alone when the rows are not
+    carried); value and gradients equal the hand computation, and differ from treating the copy as a negative."""
+    (q, p, n), labels = _shared_positive_batch()
+    # copies of each row's positive among the columns [p0, p1, p2, n0, n1, n2]
+    same = [[0, 1, 5], [0, 1, 5], [2, 3]]
+    assert positive_copies(labels).nonzero().tolist() == [[i, j] for i in range(3) for j in same[i]]
+    by_text = {key: value for key, value in labels.items() if not key.endswith("_index")}
+    assert torch.equal(positive_copies(by_text), positive_copies(labels))
+    loss = DualTeacherMarginMSELoss(None, alpha=0.0, pairwise_weight=0.0, contrastive_weight=1.0)
+    ours = loss.compute_loss_from_embeddings([q, p, n], labels)["contrastive"]
+    reference = _contrastive_by_hand(q, p, n, same)
+    torch.testing.assert_close(ours, reference)
+    for mine, theirs in zip(torch.autograd.grad(ours, (q, p, n)), torch.autograd.grad(reference, (q, p, n))):
+        torch.testing.assert_close(mine, theirs)
+    naive = _contrastive_by_hand(q, p, n, [[], [], []])
+    assert abs(naive.item() - ours.item()) > 0.05  # the copies would have counted as negatives
+    unlabelled = loss.compute_loss_from_embeddings([q, p, n], labels["margin"])["contrastive"]
+    torch.testing.assert_close(unlabelled, naive)  # a plain margin tensor names no passage: nothing is left out
+
+
+def test_the_in_batch_teacher_terms_ask_for_no_gap_to_a_copy() -> None:
+    """Guards the documented behaviour of the in-batch terms on a shared positive: a teacher that scores the copy as
+    the positive gives it a zero target margin, so when the student scores them alike the copy's column adds no
+    Margin-MSE gradient, and the KL term's gradient at that column is zero when both distributions agree."""
+    # two rows whose positives are one passage: columns 0 and 1 (the positives) are copies for both rows
+    student = torch.tensor([[3.0, 3.0, 1.0, 0.5], [2.5, 2.5, 0.0, 1.0]], requires_grad=True)
+    teacher = torch.tensor([[2.0, 2.0, 0.0, 1.0], [1.0, 1.0, 0.5, 0.0]])
+    grad = torch.autograd.grad(in_batch_margin_mse(student, teacher), student)[0]
+    assert grad[0, 1].item() == 0.0 and grad[1, 0].item() == 0.0
+    kl_grad = torch.autograd.grad(in_batch_kl(student, student.detach().clone()), student)[0]
+    assert kl_grad.abs().max().item() < 1e-7

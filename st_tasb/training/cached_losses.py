@@ -32,6 +32,7 @@ class _Targets:
 
     margin: Tensor
     inbatch_scores: Tensor | None
+    copies: Tensor | None = None
     components: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -88,7 +89,7 @@ class CachedTeacherDistillationLoss(CachedLossMixin, nn.Module):
         """The loss components, as the plain loss's ``forward``, computed with gradient caching."""
         features = self.loss.check_features(sentence_features)
         # the teacher runs once per batch, outside the two embedding passes
-        targets = _Targets(*self.loss.teacher_targets(labels))
+        targets = _Targets(*self.loss.teacher_targets(labels), copies=self.loss.positive_copies(labels))
         total = self.forward_cached(features, targets)
         # `total` carries the GradCache backward hook: keep it in the sum the trainer back-propagates, as the
         # last component, and log the others as they were computed
@@ -102,7 +103,8 @@ class CachedTeacherDistillationLoss(CachedLossMixin, nn.Module):
         query, positive, negative = (torch.cat(column) for column in reps)
         components = dual_teacher_margin_mse(query, positive, negative, labels.margin, labels.inbatch_scores,
                                              terms=self.loss.terms, similarity_fct=self.loss.similarity_fct,
-                                             passages=self.loss.in_batch_passages(positive, negative))
+                                             passages=self.loss.in_batch_passages(positive, negative),
+                                             copies=labels.copies)
         total = torch.stack(list(components.values())).sum()
         if with_backward:
             total.backward()

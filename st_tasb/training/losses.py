@@ -24,6 +24,16 @@ Two terms the field added since (section 5 of docs/method.md) are options:
 
 Both read the student's scores as logits: the temperature is the similarity's scale (e.g. cosine x 20,
 MNRL's default).
+
+**Shared positives.** A passage may be one row's positive and another row's positive or negative in the same batch
+(SQuAD has about 4.6 questions per paragraph, and a batch of one topic often holds two of them). The contrastive term
+leaves every copy of a row's own positive (the same corpus row, or the same text: :func:`positive_copies`) out of
+that row's softmax, so it never pushes a query away from its positive. The in-batch Margin-MSE and KL terms keep the
+copy: the in-batch teacher scores it as it scores the positive, so Margin-MSE's target margin to it is 0 and KL gives
+both the same probability; the student meets both by scoring the same text the same, and neither term pushes the
+query away (the paper's argument for learning in-batch negatives from a teacher rather than from labels).
+sentence-transformers' MultipleNegativesRankingLoss has no such mask: the ``mnrl`` recipes rely on their samplers,
+which never put a text twice in a batch.
 """
 
 from __future__ import annotations
@@ -120,15 +130,62 @@ def in_batch_kl(student_scores: Tensor, teacher_scores: Tensor) -> Tensor:
     return functional.kl_div(functional.log_softmax(student_scores, dim=1), teacher, reduction="batchmean", log_target=True)
 
 
-def in_batch_contrastive(student_scores: Tensor, offset: int = 0) -> Tensor:
-    """The labels' term: cross-entropy of each query's own positive (column ``offset + i``) against all passages.
+def in_batch_contrastive(student_scores: Tensor, offset: int = 0, positive_copies: Tensor | None = None) -> Tensor:
+    """The labels' term: cross-entropy of each query's own positive (column ``offset + i``) against all passages but
+    the copies of that positive.
+
+    A passage can be a row's positive and, in the same batch, another row's positive or negative: about 4.6 SQuAD
+    questions share each paragraph, so a batch of one topic often holds it twice. Scored as a negative, the copy would
+    push the query away from its own positive; ``positive_copies`` (``[B, 2G]``, :func:`positive_copies`) leaves
+    such columns out of the softmax, as if they were not in the batch.
 
     Example:
-        >>> round(in_batch_contrastive(torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])).item(), 4)
+        >>> scores = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
+        >>> round(in_batch_contrastive(scores).item(), 4)
         0.3408
+        >>> copies = torch.tensor([[True, True, False, False], [True, True, False, False]])  # both rows: one passage
+        >>> round(in_batch_contrastive(scores, positive_copies=copies).item(), 4)  # log(e^2 + 2) - 2 for row 0
+        0.2395
     """
-    own = torch.arange(student_scores.shape[0], device=student_scores.device) + offset
-    return functional.cross_entropy(student_scores, own)
+    rows = torch.arange(student_scores.shape[0], device=student_scores.device)
+    if positive_copies is not None:
+        if positive_copies.shape != student_scores.shape:
+            raise ValueError(f"positive_copies has shape {tuple(positive_copies.shape)}; expected the scores' "
+                             f"{tuple(student_scores.shape)}")
+        others = positive_copies.to(student_scores.device).clone()
+        others[rows, rows + offset] = False  # the own column is the target
+        student_scores = student_scores.masked_fill(others, float("-inf"))
+    return functional.cross_entropy(student_scores, rows + offset)
+
+
+def positive_copies(labels: Any, gathered: bool = False) -> Tensor | None:
+    """Where the batch's passages are copies of each row's own positive: ``[B, 2G]``, True where column ``j`` (the
+    positives, then the negatives; of every process when ``gathered``) is the same corpus row as row ``i``'s positive,
+    or has the same text. ``None`` for labels that carry neither rows nor texts (a plain margin tensor).
+
+    Example:
+        >>> labels = {"positive_index": torch.tensor([4, 4, 7]), "negative_index": torch.tensor([7, 1, 2]),
+        ...           "texts": {"positive": ["a", "a", "b"], "negative": ["b", "c", "a copy"]}}
+        >>> positive_copies(labels).int().tolist()
+        [[1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0]]
+    """
+    if not isinstance(labels, Mapping):
+        return None
+    columns = gather_labels(labels) if gathered else labels
+    copies = None
+    if "positive_index" in labels and "negative_index" in labels:
+        own = torch.as_tensor(labels["positive_index"]).cpu()
+        column_rows = torch.cat([torch.as_tensor(columns[key]).cpu() for key in ("positive_index", "negative_index")])
+        copies = own[:, None] == column_rows[None, :]
+    texts, column_texts = labels.get("texts"), columns.get("texts")
+    if isinstance(texts, Mapping) and "positive" in texts and "negative" in texts:
+        codes: dict[str, int] = {}
+        column_codes = torch.tensor([codes.setdefault(text, len(codes))
+                                     for text in [*column_texts["positive"], *column_texts["negative"]]])
+        own_codes = torch.tensor([codes.setdefault(text, len(codes)) for text in texts["positive"]])
+        same_text = own_codes[:, None] == column_codes[None, :]
+        copies = same_text if copies is None else copies | same_text
+    return copies
 
 
 SIMILARITIES = dict(zip(SIMILARITY_NAMES, (dot_score, cos_sim)))
@@ -210,6 +267,7 @@ def dual_teacher_margin_mse(
     terms: LossTerms | None = None,
     similarity_fct: Callable[[Tensor, Tensor], Tensor] | None = None,
     passages: GatheredPassages | None = None,
+    copies: Tensor | None = None,
     **term_values: Any,
 ) -> dict[str, Tensor]:
     """The loss components from embeddings and teacher scores (no model needed).
@@ -226,6 +284,8 @@ def dual_teacher_margin_mse(
             term (``"margin-mse"`` or listwise ``"kl"``, :func:`in_batch_kl`) and the labels' term
             :func:`in_batch_contrastive`, and the student's score.
         similarity_fct: a score function of two embedding batches to use instead of the terms' similarity.
+        copies: ``[B, 2G]``, where a passage of the batch is a copy of the row's own positive (:func:`positive_copies`):
+            the contrastive term leaves those out; ``None``: every passage but the own positive is a negative.
         passages: the in-batch passages when they were gathered from several processes
             (:func:`~st_tasb.training.gathering.gather_passages`): the in-batch terms then range over all ``2G``
             of them, and ``inbatch_scores`` is ``[B, 2G]``; ``None``: this batch's own.
@@ -283,7 +343,7 @@ def dual_teacher_margin_mse(
             scores, inbatch_scores, offset)
         components["in_batch"] = weights["in_batch"] * in_batch
     if "contrastive" in weights:
-        components["contrastive"] = weights["contrastive"] * in_batch_contrastive(scores, offset)
+        components["contrastive"] = weights["contrastive"] * in_batch_contrastive(scores, offset, copies)
     return components
 
 
@@ -419,7 +479,15 @@ class TeacherDistillationLoss(nn.Module):
         """The loss components from the query, positive and negative embeddings and the labels."""
         margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
         return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, terms=self.terms,
-                                       similarity_fct=self.similarity_fct, passages=self.in_batch_passages(*embeddings[1:]))
+                                       similarity_fct=self.similarity_fct, passages=self.in_batch_passages(*embeddings[1:]),
+                                       copies=self.positive_copies(labels))
+
+    def positive_copies(self, labels: Any) -> Tensor | None:
+        """Where the batch's passages are copies of each row's own positive (:func:`positive_copies`), for the
+        contrastive term; ``None`` without one (nothing else needs them)."""
+        if self.terms.contrastive_weight == 0:
+            return None
+        return positive_copies(labels, gathered=gathering_active(self.gather_across_devices))
 
     def in_batch_passages(self, positive: Tensor, negative: Tensor) -> GatheredPassages | None:
         """The passages of every process when gathering (see ``gather_across_devices``), else ``None``."""
