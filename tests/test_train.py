@@ -370,3 +370,44 @@ def test_multi_process_launch_on_a_cpu_machine_runs_as_cpu_ddp(monkeypatch: pyte
     assert runs_on_cpu()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert not runs_on_cpu() and runs_on_cpu(cpu=True)
+
+
+@pytest.mark.parametrize("kind", ["bm25", "fused"])
+def test_bm25_and_fused_teachers_teach_in_batch(parts: Parts, small_student_path: str, tmp_path: Path,
+                                                kind: str) -> None:
+    """Guards the hybrid in-batch teachers through train: build_inbatch_teacher gives BM25 (the corpus's statistics)
+    or the fusion of BM25 and the cached bi-encoder, the st-tasb recipe logs its in-batch KL term at every step, the
+    card names the teacher, and the teacher's batch scores equal its own pair scores."""
+    teacher = build_inbatch_teacher(kind, small_student_path if kind == "fused" else None, queries=parts.queries,
+                                    corpus=parts.corpus, device="cpu", fusion_weight=0.7 if kind == "fused" else None,
+                                    cache_dir=tmp_path / "cache", show_progress_bar=False)
+    result = train(SentenceTransformer(small_student_path, device="cpu"), parts.table, parts.queries, parts.corpus,
+                   tmp_path / "model", clusters=parts.clusters, inbatch_teacher=teacher,
+                   settings=settings(recipe="st-tasb"), local_files_only=True)
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    assert len(logged) == 3 and all("in_batch" in entry and "contrastive" in entry for entry in logged)
+    assert result.card.teachers["in-batch"].startswith(type(teacher).__name__)
+    labels = {"margin": torch.zeros(2), "query_index": torch.tensor([0, 1]), "positive_index": torch.tensor([0, 1]),
+              "negative_index": torch.tensor([2, 3]),
+              "texts": {"query": parts.queries.texts(np.array([0, 1])), "positive": parts.corpus.texts(np.array([0, 1])),
+                        "negative": parts.corpus.texts(np.array([2, 3]))}}
+    batch = teacher(labels)
+    pair = teacher.score_pairs(parts.queries, parts.corpus, np.array([1]), np.array([3]))
+    assert batch.shape == (2, 4) and batch[1, 3].item() == pytest.approx(float(pair[0]), rel=1e-5)
+
+
+def test_the_in_batch_teacher_options_are_checked_before_any_work() -> None:
+    """Guards the hybrid teacher's options: a fused teacher without its weight, a weight for another teacher, a
+    scale BM25 does not take and an unknown kind are each one error naming the option."""
+    from st_tasb.training.inbatch_teachers import check_inbatch_teacher
+
+    for arguments, message in [
+        (("fused", "m"), "needs --fusion-weight"),
+        (("bm25", None, 1.0, 0.5), "--fusion-weight is for the fused in-batch teacher, not bm25"),
+        (("bm25", None, 10.0), "only the bi-encoder and fused in-batch teachers take a scale, not the bm25 one"),
+        (("splade", "m"), "unknown in-batch teacher 'splade'; choose none, bi-encoder, colbert, cross-encoder, bm25"),
+    ]:
+        kind, model, *rest = arguments
+        options = dict(zip(("scale", "fusion_weight"), rest))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_inbatch_teacher(kind, model, **options)

@@ -26,13 +26,19 @@ class TrainArguments(TrainingSettings):
         None, help="replace the student's pooling (the paper: cls); with --student-layers the default is cls"
     )
     max_seq_length: int | None = option(200, help="passage token cap of the student (the paper: 200)")
-    inbatch_teacher: Literal["none", "bi-encoder", "colbert", "cross-encoder"] = option(
-        "none", help="in-batch teacher: none (pairwise only), bi-encoder (cached embeddings), colbert (the paper), cross-encoder"
+    inbatch_teacher: str = option(
+        "none", help="in-batch teacher: none, bi-encoder (cached embeddings), colbert (the paper), cross-encoder, bm25 "
+        "(BM25 with the corpus's statistics), fused (BM25 and the bi-encoder --inbatch-teacher-model, each normalised "
+        "per query, weighted by --fusion-weight)"
     )
     inbatch_teacher_model: str | None = option(None, help="folder or Hub id of the in-batch teacher")
+    fusion_weight: float | None = option(
+        None, help="fused in-batch teacher: the weight on BM25, in [0, 1] (choose it on dev; st-tasb score takes the same)"
+    )
+    fusion_depth: int = option(100, help="fused in-batch teacher: the rank whose score is 0 in each side's normalisation")
     inbatch_cache: str | None = option(None, help="bi-encoder teacher: folder for its cached embeddings (reused when present)")
     inbatch_teacher_scale: float = option(
-        1.0, help="bi-encoder teacher: multiply its scores by this (e.g. 10 for cosine scores and a dot-product student; "
+        1.0, help="bi-encoder and fused teachers: multiply their scores by this (e.g. 10 for cosine scores and a dot-product student; "
         "match st-tasb score --scale)"
     )
     resume: bool = option(False, help="resume from the latest checkpoint in OUTPUT/checkpoints")
@@ -52,19 +58,36 @@ class TrainArguments(TrainingSettings):
 
 
 def run(args: TrainArguments) -> int:
-    """Load the data, the student and the teachers, train, and save the model with its card."""
+    """Load the data, the student and the teachers, train, and save the model with its card.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C, saying what is kept to resume from (the last checkpoint, or none).
+    """
+    from st_tasb.training.checkpoints import CHECKPOINTS_DIR, checkpoints_kept
+
+    _check_output(Path(args.output), args.resume, args.overwrite)
+    try:
+        return _train(args)
+    except KeyboardInterrupt:
+        kept = checkpoints_kept(Path(args.output) / CHECKPOINTS_DIR)
+        raise KeyboardInterrupt(f"{kept[0].upper()}{kept[1:]}.") from None
+
+
+def _train(args: TrainArguments) -> int:
+    """:func:`run` after the check of --output."""
     from st_tasb.data.beir import load_beir
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
-    from st_tasb.training.inbatch_teachers import build_inbatch_teacher
+    from st_tasb.training.inbatch_teachers import build_inbatch_teacher, check_inbatch_teacher
     from st_tasb.training.launch import main_process_threads, process_state
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.recipes import KINDS
     from st_tasb.training.student import make_student
     from st_tasb.training.trainer import train
 
-    _check_output(Path(args.output), args.resume, args.overwrite)
+    check_inbatch_teacher(args.inbatch_teacher, args.inbatch_teacher_model, scale=args.inbatch_teacher_scale,
+                          fusion_weight=args.fusion_weight)
     if not KINDS[args.loss].uses_teacher and args.inbatch_teacher != "none":
         raise ValueError(f"--recipe {args.recipe} (--loss {args.loss}) learns from the labels alone: drop "
                          "--inbatch-teacher, or train with a recipe that has a teacher")
@@ -100,10 +123,13 @@ def run(args: TrainArguments) -> int:
         teacher = build_inbatch_teacher(
             args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
             cache_dir=args.inbatch_cache, device=device, scale=args.inbatch_teacher_scale,
+            fusion_weight=args.fusion_weight, fusion_depth=args.fusion_depth,
         )
     scaled = f", scores x {args.inbatch_teacher_scale:g}" if args.inbatch_teacher_scale != 1 else ""
+    fused = f", weight {args.fusion_weight:g} on BM25" if args.fusion_weight is not None else ""
+    described = " ".join(part for part in (args.inbatch_teacher, args.inbatch_teacher_model) if part)
     card = TASBModelCard(  # the pairwise teacher is described from the table's own record
-        teachers={"in-batch": f"{args.inbatch_teacher} {args.inbatch_teacher_model}{scaled}"} if teacher is not None else {},
+        teachers={"in-batch": f"{described}{fused}{scaled}"} if teacher is not None else {},
         data={"teacher score table": args.table, "texts": f"{args.data}", "student": args.student},
     )
     result = train(
@@ -126,12 +152,12 @@ def run(args: TrainArguments) -> int:
 def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     """Refuse an --output that would replace something of the user's without being asked: a folder of other files,
     a model trained there before, or the checkpoints of an unfinished run (which --resume continues)."""
-    from st_tasb.data.files import check_output_folder, check_writable
+    from st_tasb.data.files import check_output
     from st_tasb.training.checkpoints import CHECKPOINTS_DIR
     from st_tasb.training.model_card import CARD_DATA_FILE
 
     if overwrite or not output.is_dir():
-        check_writable(output, "--output")
+        check_output(output, "--output", overwrite=overwrite)
         return
     checkpoints = sorted(p.name for p in (output / CHECKPOINTS_DIR).glob("checkpoint-*")) if not resume else []
     if checkpoints:
@@ -144,8 +170,8 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
             f"--output {output} holds a model trained earlier ({CARD_DATA_FILE} records its settings): choose another "
             "--output, or add --overwrite to replace it"
         )
-    marker = CHECKPOINTS_DIR if (output / CHECKPOINTS_DIR).is_dir() else CARD_DATA_FILE
-    check_output_folder(output, marker, "--output")
+    record = CHECKPOINTS_DIR if (output / CHECKPOINTS_DIR).is_dir() else CARD_DATA_FILE
+    check_output(output, "--output", record=record)
 
 
 COMMAND = Command(
