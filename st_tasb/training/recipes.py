@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from st_tasb.training.terms import LossTerms
 
@@ -44,9 +44,25 @@ if TYPE_CHECKING:
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.teachers import InBatchTeacher
-    from st_tasb.training.settings import TrainingSettings
 
 LossKind = Literal["tas-b", "mnrl"]
+
+
+class RunSettings(Protocol):
+    """What a kind reads of a run's settings (:class:`~st_tasb.training.settings.TrainingSettings` has it all; the
+    settings resolve their recipe here, so this module names them by what it uses)."""
+
+    batch_size: int
+    seed: int
+    topic_aware: bool
+    gather_across_devices: bool
+    gradcache_mini_batch_size: int | None
+
+    def loss_terms(self) -> LossTerms:
+        """The loss terms of the run."""
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the TAS-B batch sampler."""
 
 
 @dataclass
@@ -80,7 +96,7 @@ class TrainingKind(ABC):
     @abstractmethod
     def parts(
         self, student: SentenceTransformer, table: TeacherScoreTable, queries: TextStore, corpus: TextStore,
-        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: TrainingSettings,
+        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: RunSettings,
     ) -> RunParts:
         """The dataset (with the clusters' topics whenever clusters are given), sampler, loss and collator."""
 
@@ -89,7 +105,7 @@ class TrainingKind(ABC):
         """How many passages each query is scored against in a batch of ``rows`` rows."""
 
     @abstractmethod
-    def batch_clusters(self, parts: RunParts, settings: TrainingSettings, topic_aware: bool) -> np.ndarray:
+    def batch_clusters(self, parts: RunParts, settings: RunSettings, topic_aware: bool) -> np.ndarray:
         """The cluster of every query of every batch of the first epoch (``[batches, batch_size]``; -1: none) that
         ``parts`` give with topic-aware or random batches: how topical the batches are (``BatchComposition.of``)."""
 
@@ -111,7 +127,7 @@ class TeacherDistillation(TrainingKind):
 
     def parts(
         self, student: SentenceTransformer, table: TeacherScoreTable, queries: TextStore, corpus: TextStore,
-        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: TrainingSettings,
+        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: RunSettings,
     ) -> RunParts:
         from st_tasb.training import cached_losses, losses
         from st_tasb.training.collator import TASBDataCollator
@@ -138,7 +154,7 @@ class TeacherDistillation(TrainingKind):
     def in_batch_passages(self, rows: int) -> int:
         return 2 * rows
 
-    def batch_clusters(self, parts: RunParts, settings: TrainingSettings, topic_aware: bool) -> np.ndarray:
+    def batch_clusters(self, parts: RunParts, settings: RunSettings, topic_aware: bool) -> np.ndarray:
         sampler = parts.batch_sampler(parts.dataset, settings.batch_size, drop_last=False, seed=settings.seed,
                                       topic_aware=topic_aware)
         return sampler.index.query_cluster[sampler.epoch_queries(0)]
@@ -170,7 +186,7 @@ class LabelsOnly(TrainingKind):
 
     def parts(
         self, student: SentenceTransformer, table: TeacherScoreTable, queries: TextStore, corpus: TextStore,
-        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: TrainingSettings,
+        clusters: QueryClusters | None, teacher: InBatchTeacher | None, settings: RunSettings,
     ) -> RunParts:
         from st_tasb.data.compat import MultipleNegativesRankingLoss
         from st_tasb.training.dataset import build_pair_dataset
@@ -190,7 +206,7 @@ class LabelsOnly(TrainingKind):
     def in_batch_passages(self, rows: int) -> int:
         return rows
 
-    def batch_clusters(self, parts: RunParts, settings: TrainingSettings, topic_aware: bool) -> np.ndarray:
+    def batch_clusters(self, parts: RunParts, settings: RunSettings, topic_aware: bool) -> np.ndarray:
         import numpy as np
 
         topics = parts.topics or {}
