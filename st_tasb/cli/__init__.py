@@ -41,10 +41,10 @@ COMMANDS = {
 
 RESUME_HINTS = {
     "score": "Finished shards are kept in the work folder: run the same command again to resume from them.",
-    "train": "Checkpoints written so far (--save-steps) are kept: run the same command with --resume to go on.",
     "demo": "The teacher embeddings and scores written so far stay in the work folder: a rerun reuses them.",
 }
-"""What an interrupted command kept, and how to go on."""
+"""What an interrupted command kept, and how to go on (a command whose ``KeyboardInterrupt`` carries a message, as
+``train``'s does with the checkpoint there is to resume from, says it itself)."""
 
 
 def load_command(name: str) -> Command:
@@ -119,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(command.run(arguments) or 0)
-    except KeyboardInterrupt:
-        print(f"st-tasb {name}: interrupted. {RESUME_HINTS.get(name, 'Nothing was written that a rerun needs.')}",
-              file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        kept = str(interrupt) or RESUME_HINTS.get(name, "Nothing was written that a rerun needs.")
+        print(f"st-tasb {name}: interrupted. {kept}", file=sys.stderr)
         return 130
     except (OSError, ValueError, UnknownIdError) as error:
         if show_traceback:

@@ -31,9 +31,9 @@ class ClusterArguments:
 
 def run(args: ClusterArguments) -> int:
     """Cluster the queries, save the clustering and print its size statistics."""
-    from st_tasb.data.files import check_writable
+    from st_tasb.data.files import check_output
 
-    check_writable(args.output, "--output")  # before the work, not after it
+    check_output(args.output, "--output")  # before the work, not after it
     from st_tasb.data.beir import load_beir
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.clusters import QueryClusters

@@ -54,8 +54,6 @@ class EvaluateArguments:
             raise ValueError("give --model and --data (retrieve and evaluate), or --run and --qrels (evaluate a run file)")
         elif self.qrels is not None:
             raise ValueError("--qrels goes with --run; with --model the qrels are DATA/qrels/SPLIT.tsv")
-        if self.run_output and Path(self.run_output).exists() and not self.overwrite:
-            raise ValueError(f"--run-output {self.run_output} exists; choose a new file or add --overwrite")
 
 
 def run(args: EvaluateArguments) -> int:
@@ -74,20 +72,17 @@ def run(args: EvaluateArguments) -> int:
         _report(metrics, f"{args.run} against {qrels_path}", args.json)
         return 0
 
-    from st_tasb.data.files import check_writable
+    from st_tasb.data.files import check_output
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.retrieval.evaluation import evaluate_model
     from st_tasb.retrieval.search import IndexConfig, SearchSettings
 
+    if args.run_output:  # before the work
+        check_output(args.run_output, "--run-output", file=True, overwrite=args.overwrite)
     if args.update_card:  # before the work: a model st-tasb did not train has no card section to update
         from st_tasb.training.model_card import TASBModelCard
 
         TASBModelCard.load(args.model)
-    if args.run_output:
-        output = Path(args.run_output)
-        if output.is_dir():
-            raise IsADirectoryError(f"--run-output {output} is a folder: give the path of a file")
-        check_writable(output.parent, f"--run-output {output}: its folder")
     data = load_beir(args.data, args.split)
     model = load_sentence_transformer(args.model, device=args.device)
     settings = SearchSettings(

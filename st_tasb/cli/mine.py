@@ -57,9 +57,9 @@ class MineArguments:
 
 def run(args: MineArguments) -> int:
     """Mine the candidates, write them to the output folder and print a summary."""
-    from st_tasb.data.files import check_output_folder
+    from st_tasb.data.files import check_output
 
-    check_output_folder(args.output, SUMMARY_FILE, "--output", overwrite=args.overwrite)  # before the work
+    check_output(args.output, "--output", record=SUMMARY_FILE, overwrite=args.overwrite)  # before the work
     from st_tasb.data.beir import write_beir
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.mining import mine_candidates

@@ -24,8 +24,11 @@ class PushArguments:
 
 def run(args: PushArguments) -> int:
     """Push (or dry-run) and list the files."""
+    from st_tasb.data.files import check_output
     from st_tasb.publish.hub import push_to_hub
 
+    if args.dry_run is not None:  # before the work; push_to_hub refuses a folder that is not empty
+        check_output(args.dry_run, "--dry-run")
     result = push_to_hub(
         args.model, args.repo_id, private=args.private, token=args.token, revision=args.revision,
         commit_message=args.commit_message, dry_run_dir=args.dry_run,

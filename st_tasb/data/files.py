@@ -57,8 +57,14 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         ) from error
 
 
-def check_writable(folder: str | Path, what: str) -> None:
-    """Fail now, not after the work, if ``folder`` cannot be created or written.
+def check_writable(path: str | Path, what: str, *, named: bool = True) -> None:
+    """Fail now, not after the work, if ``path`` (a folder, or the folder of an output file) cannot be created or
+    written.
+
+    Args:
+        path: the folder.
+        what: what it is, for the message (e.g. ``"--output"``).
+        named: the message names ``path`` after ``what`` (off when ``what`` names it already).
 
     Raises:
         PermissionError: naming ``what`` and the folder, when the first part of its path that exists is a file
@@ -73,50 +79,76 @@ def check_writable(folder: str | Path, what: str) -> None:
         ...
         PermissionError: --output .../a-file/output cannot be written: .../a-file is a file, not a folder
     """
-    folder = Path(folder)
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    path = Path(path)
+    existing = next(part for part in (path, *path.parents) if part.exists())
+    what = f"{what} {path}" if named else what
     if not existing.is_dir():
-        raise PermissionError(f"{what} {folder} cannot be written: {existing} is a file, not a folder")
+        raise PermissionError(f"{what} cannot be written: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{what} {folder} cannot be written: no write permission in {existing}")
+        raise PermissionError(f"{what} cannot be written: no write permission in {existing}")
 
 
-def check_output_folder(folder: str | Path, marker: str, what: str, *, overwrite: bool = False) -> None:
-    """Refuse an output folder that holds files st-tasb did not write there, before any work.
+def check_output(path: str | Path, what: str, *, record: str | None = None, file: bool = False,
+                 overwrite: bool = False) -> None:
+    """Check an output path before any work: the one check of every command's output (a folder, or with ``file`` a
+    file), so that nothing fails after the work for a reason known before it, and nothing of the user's is replaced.
 
-    A folder is st-tasb's own when it holds ``marker``, the record that the command writes into every output
-    folder; the command may then replace what it wrote there before. Anything else (a folder of your files, or
-    files where the command would write its own) is refused unless ``overwrite``.
+    - Its place can be written (:func:`check_writable`): the first part of its path that exists is a writable folder.
+    - A file output must not be a folder, nor an existing file unless ``overwrite``.
+    - A folder output must not be a file. With ``record``, the file the command writes into every output folder it
+      fills, a folder holding entries but not ``record`` (a folder of your files, or files where the command would
+      write its own) is refused unless ``overwrite``; a folder holding ``record`` is the command's own, whose files it
+      may replace.
 
     Args:
-        folder: the output folder (it need not exist).
-        marker: the file the command writes into its output folder.
-        what: the option naming the folder, for the message (e.g. ``"--output"``).
-        overwrite: allow it anyway (``--overwrite``).
+        path: the output (it need not exist).
+        what: the option naming it, for the message (e.g. ``"--output"``).
+        record: the record file of the command's output folders, if it keeps one.
+        file: the output is a file, not a folder.
+        overwrite: allow replacing what is there (``--overwrite``).
 
     Raises:
-        FileExistsError: naming the folder, a few of its entries, and the way out.
+        PermissionError: when its place cannot be written (naming the file in the way, or the folder).
+        IsADirectoryError, NotADirectoryError: a folder where a file goes, or the reverse.
+        FileExistsError: naming the file, or the folder and a few of its entries, and the way out.
 
     Example:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / "notes.txt").write_text("mine")
-        >>> check_output_folder(folder, "mining.json", "--output")
+        >>> check_output(folder, "--output", record="mining.json")
         Traceback (most recent call last):
         ...
         FileExistsError: --output .../ holds files that st-tasb did not write (notes.txt), which would be replaced or mixed with its own: choose an empty or new folder, or add --overwrite
+        >>> check_output(folder / "notes.txt", "--run-output", file=True)
+        Traceback (most recent call last):
+        ...
+        FileExistsError: --run-output .../notes.txt exists; choose a new file or add --overwrite
     """
-    folder = Path(folder)
-    check_writable(folder, what)
-    if overwrite or not folder.is_dir() or (folder / marker).exists():
+    path = Path(path)
+    check_writable(path.parent if file else path, f"{what} {path}", named=False)
+    if file:
+        if path.is_dir():
+            raise IsADirectoryError(f"{what} {path} is a folder: give the path of a file")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{what} {path} exists; choose a new file or add --overwrite")
         return
-    entries = sorted(path.name for path in folder.iterdir())
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file: give the path of a folder")
+    if record is None or overwrite or not path.is_dir() or (path / record).exists():
+        return
+    entries = sorted(entry.name for entry in path.iterdir())
     if entries:
         shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
         raise FileExistsError(
-            f"{what} {folder}/ holds files that st-tasb did not write ({shown}), which would be replaced or mixed with "
+            f"{what} {path}/ holds files that st-tasb did not write ({shown}), which would be replaced or mixed with "
             "its own: choose an empty or new folder, or add --overwrite"
         )
+
+
+def check_output_folder(folder: str | Path, marker: str, what: str, *, overwrite: bool = False) -> None:
+    """:func:`check_output` of an output folder whose record file is ``marker`` (the demo pipeline's call)."""
+    check_output(folder, what, record=marker, overwrite=overwrite)
 
 
 @contextmanager
@@ -304,6 +336,6 @@ def _running(pid: int) -> bool:
 
 
 __all__ = [
-    "LOCK_FILE", "CorruptFileError", "FolderInUseError", "check_output_folder", "check_writable", "locked", "reading",
+    "LOCK_FILE", "CorruptFileError", "FolderInUseError", "check_output", "check_output_folder", "check_writable", "locked", "reading",
     "replacing", "replacing_folder", "writing",
 ]

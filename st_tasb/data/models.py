@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.cross_encoder import CrossEncoder
 
+from st_tasb.data.files import CorruptFileError
 from st_tasb.data.text_files import read_text
 
 ModelT = TypeVar("ModelT", SentenceTransformer, CrossEncoder)
@@ -173,14 +175,17 @@ def load_cross_encoder(name_or_path: str | Path, *, device: str | None = None, *
 
 
 def check_model_folder(folder: Path) -> None:
-    """Refuse a local model folder that lacks the transformers ``config.json`` of its model, naming the file.
+    """Refuse a local model folder that lacks the transformers ``config.json`` of its model, or whose weights do not
+    open, naming the file.
 
-    The file is looked for where sentence-transformers reads it: in the folder of every Transformer module of
+    The files are looked for where sentence-transformers reads them: in the folder of every Transformer module of
     ``modules.json``, or in the folder itself when there is no ``modules.json`` (a cross-encoder, a plain
-    transformers model).
+    transformers model). Every weights file there (``*.safetensors``, ``*.bin``, ``*.pt``) is opened as
+    :func:`weights_problem` does: its header and index only, whatever its size.
 
     Raises:
-        FileNotFoundError: naming the missing file.
+        FileNotFoundError: naming the missing ``config.json``.
+        st_tasb.data.files.CorruptFileError: naming a damaged weights file and what is wrong with it.
 
     Example:
         >>> import tempfile
@@ -190,6 +195,11 @@ def check_model_folder(folder: Path) -> None:
         Traceback (most recent call last):
         ...
         FileNotFoundError: .../config.json is missing: the model folder ... lacks the transformers configuration of its model (it is incomplete, or not a model folder)
+        >>> _ = (folder / "config.json").write_text("{}")
+        >>> check_model_folder(folder)
+        Traceback (most recent call last):
+        ...
+        st_tasb.data.files.CorruptFileError: .../model.safetensors: the model folder ... is damaged: this weights file does not open (...); it is truncated or not a weights file: save or download the model again
     """
     if not folder.is_dir():
         return
@@ -202,6 +212,49 @@ def check_model_folder(folder: Path) -> None:
         if not (part / "config.json").is_file():
             raise FileNotFoundError(f"{part / 'config.json'} is missing: the model folder {folder} lacks the transformers "
                                     "configuration of its model (it is incomplete, or not a model folder)")
+        for weights in sorted(path for suffix in WEIGHTS_SUFFIXES for path in part.glob(f"*{suffix}")):
+            problem = weights_problem(weights)
+            if problem:
+                raise CorruptFileError(f"{weights}: the model folder {folder} is damaged: this weights file does not "
+                                       f"open ({problem}); it is truncated or not a weights file: save or download "
+                                       "the model again")
+
+
+WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+"""The weights and state files :func:`weights_problem` opens: safetensors, and torch's zip format for the others."""
+
+
+def weights_problem(path: Path) -> str | None:
+    """Why the weights or state file ``path`` does not open, or ``None`` when it does; nothing but its index is read.
+
+    A ``.safetensors`` file is opened with safetensors (its header, which must cover the whole file: a truncated
+    file is caught); any other (``torch.save``'s ``.pt``, ``.pth``, ``.bin``) as the zip archive torch writes, by its
+    central directory at the end of the file, which a cut or overwritten file lacks. Neither reads the tensors, so
+    a file of several GB is checked in milliseconds (a CRC check of every byte, ``ZipFile.testzip``, would read it
+    all); a flipped byte inside a tensor is not caught.
+
+    Example:
+        >>> import tempfile
+        >>> broken = Path(tempfile.mkdtemp()) / "optimizer.pt"
+        >>> _ = broken.write_bytes(b"PK\\x03\\x04 cut short")
+        >>> weights_problem(broken)
+        'not a complete torch file: File is not a zip file'
+    """
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt"):
+                return None
+        except Exception as error:  # noqa: BLE001 (safetensors raises its own error type, SafetensorError)
+            return f"safetensors: {' '.join(str(error).split())}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "not a torch file: its archive holds no data.pkl"
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        return f"not a complete torch file: {' '.join(str(error).split())}"
+    return None
 
 
 def _load(model_class: type[ModelT], name_or_path: str | Path, *, device: str | None, **kwargs: Any) -> ModelT:

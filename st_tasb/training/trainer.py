@@ -39,9 +39,12 @@ from st_tasb.prepare.table import HardMarginReport, TeacherScoreTable
 from st_tasb.teachers import InBatchTeacher
 from st_tasb.training.checkpoints import (
     CHECKPOINTS_DIR,
+    TrainingClock,
     check_resume,
+    checkpoints_kept,
     record_settings,
     remove_unused,
+    restore_card_history,
     save_model,
 )
 from st_tasb.training.launch import LaunchReport, global_batch, runs_on_cpu
@@ -142,34 +145,43 @@ def train(
     student.model_card_data.local_files_only = local_files_only
     student.model_card_data.add_tags(["tas-balanced", "dense-retrieval"])
 
-    new_folders = [folder for folder in (output_dir, output_dir / CHECKPOINTS_DIR) if not folder.exists()]
+    checkpoint_dir = output_dir / CHECKPOINTS_DIR
+    new_folders = [folder for folder in (output_dir, checkpoint_dir) if not folder.exists()]
+    earlier_checkpoints = set(checkpoint_dir.glob("checkpoint-*"))
+    clock = TrainingClock()
     trainer = SentenceTransformerTrainer(
         model=student,
-        args=_training_arguments(settings, output_dir / CHECKPOINTS_DIR, parts.batch_sampler, evaluator),
+        args=_training_arguments(settings, checkpoint_dir, parts.batch_sampler, evaluator),
         train_dataset=parts.dataset,
         loss=parts.loss,
         data_collator=parts.collator,
-        callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport(settings.gather_across_devices)],
+        callbacks=[*(callbacks or []), *_early_stopping(settings), LaunchReport(settings.gather_across_devices), clock],
         evaluator=evaluator,
     )
-    if resume_from_checkpoint:
-        resume_from_checkpoint = str(check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings))
-    if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
-        record_settings(output_dir / CHECKPOINTS_DIR, settings)
     try:
+        if resume_from_checkpoint:
+            resume_from_checkpoint = str(check_resume(checkpoint_dir, resume_from_checkpoint, settings,
+                                                      warn=trainer.is_world_process_zero()))
+        if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
+            record_settings(checkpoint_dir, settings)
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    except BaseException:
-        remove_unused(new_folders)
+    except BaseException as error:
+        stopped_in = remove_unused(new_folders, checkpoint_dir, earlier_checkpoints)
+        if stopped_in is not None and isinstance(error, Exception):  # a full disk while writing a checkpoint, say
+            cause = getattr(error, "strerror", None) or " ".join(str(error).split())
+            message = (f"could not write the checkpoint {stopped_in} ({cause}); the half-written checkpoint was removed; "
+                       f"{checkpoints_kept(checkpoint_dir)}")
+            raise (OSError(error.errno, message) if isinstance(error, OSError) else OSError(message)) from error
         raise
 
     card = _card(card, settings, table, hard_margin, clusters, inbatch_teacher, trainer)
     if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        restore_card_history(student, trainer.state.log_history, clock)
         attach_model_card(student, card)
-        save_model(student, card, output_dir)
-        checkpoint_dir = output_dir / CHECKPOINTS_DIR
-        if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
-            checkpoint_dir.rmdir()  # the Trainer creates it even when it writes no checkpoint
+        try:
+            save_model(student, card, output_dir)
+        finally:  # the Trainer creates checkpoints/ even when it writes no checkpoint: not left empty
+            remove_unused(new_folders, checkpoint_dir, earlier_checkpoints)
     return TrainingRun(model=student, model_dir=output_dir, log_history=list(trainer.state.log_history),
                        global_step=trainer.state.global_step, card=card, table=table, parts=parts, settings=settings)
 
