@@ -159,3 +159,15 @@ def test_a_resumed_runs_card_holds_the_whole_loss_history_and_training_time(trai
     logged_steps = [int(step) for step in re.findall(r"^\| [\d.]+\s*\| (\d+)\s*\| [\d.]+", card, flags=re.MULTILINE)]
     assert logged_steps == [1, 2, 3]
     assert re.search(r"- \*\*Training\*\*: 2\.0 hours", card)
+
+
+def test_a_failed_write_names_the_file_not_its_temporary_name(tmp_path: Path) -> None:
+    """Guards the errors of files written under a temporary name (TREC runs, shards, tables): a write that fails (here
+    the folder vanished, as an unmounted disk) names the file asked for, not ``.NAME.partial-PID``."""
+    from st_tasb.data.files import replacing
+
+    target = tmp_path / "runs" / "run.trec"
+    with pytest.raises(FileNotFoundError) as error, replacing(target) as partial:
+        shutil.rmtree(target.parent)
+        partial.write_text("q1 Q0 d1 1 2.0 st-tasb\n")
+    assert error.value.filename == str(target) and "partial" not in str(error.value)

@@ -176,7 +176,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
 
     A crash, a full disk or an error inside the block never leaves a half-written file under ``path`` (nor
     replaces an earlier one): the temporary file is removed on an error, and a killed process leaves only a
-    ``.NAME.partial-PID`` file, which no reader takes for ``path`` and the next write of ``path`` removes.
+    ``.NAME.partial-PID`` file, which no reader takes for ``path`` and the next write of ``path`` removes. An error
+    of the operating system that names the temporary file names ``path`` instead.
 
     Example:
         >>> import tempfile
@@ -191,6 +192,10 @@ def replacing(path: str | Path) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as error:
+        if error.filename != str(partial):
+            raise
+        raise type(error)(error.errno, error.strerror, str(path)) from error  # the file asked for, not its temporary name
     finally:
         partial.unlink(missing_ok=True)
 
