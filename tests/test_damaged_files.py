@@ -98,3 +98,16 @@ def test_a_damaged_model_folder_is_named_in_one_line(damage, small_student_path:
     error = capsys.readouterr().err.strip().splitlines()
     assert f"{weights}: " in error[-1] and "damaged" in error[-1] and "Traceback" not in "\n".join(error)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_skipping_warning_prints_once_under_two_processes(train_arguments: list[str], tmp_path: Path,
+                                                              torchrun) -> None:
+    """Guards the warning of a skipped checkpoint under torchrun: every process checks the checkpoints, only the main
+    one warns (it printed once per process), and both resume from the previous complete checkpoint."""
+    output = tmp_path / "model"
+    arguments = ["-m", "st_tasb", "--quiet", *train_arguments, "--batch-size", "4", "--output", str(output)]
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    torchrun(*arguments, "--max-steps", "2", env=env)
+    truncated(output / "checkpoints" / "checkpoint-2" / "optimizer.pt")
+    result = torchrun(*arguments, "--max-steps", "3", "--resume", env=env)
+    assert result.stderr.count("skipping checkpoint") == 1 and result.stdout.count("trained 3 steps") == 1
