@@ -104,11 +104,21 @@ def test_a_full_disk_while_train_saves_leaves_nothing_behind(save_steps: int | N
 
 def test_resume_without_a_checkpoint_fails_and_leaves_nothing(train_arguments: list[str], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
-    """Guards --resume on an output without checkpoints: refused before training, and no empty checkpoints/ (nor an
-    empty output folder) is left."""
+    """Guards --resume on an output without checkpoints: refused before any work (the table is not read), and no
+    empty checkpoints/ (nor an empty output folder) is left, by the command as by train()."""
+    from st_tasb.training.settings import TrainingSettings
+    from st_tasb.training.trainer import train
+
     output = tmp_path / "model"
-    assert main([*train_arguments, "--max-steps", "2", "--save-steps", "1", "--resume", "--output", str(output)]) == 2
-    assert "no complete checkpoint" in capsys.readouterr().err
+    arguments = [*train_arguments, "--max-steps", "2", "--save-steps", "1", "--resume", "--output", str(output)]
+    arguments[arguments.index("--table") + 1] = "/nonexistent"
+    assert main(arguments) == 2
+    assert f"--resume: no complete checkpoint in {output / 'checkpoints'} to resume from" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        train(SentenceTransformer(train_arguments[train_arguments.index("--student") + 1], device="cpu"), None, None,
+              None, output, settings=TrainingSettings(save_steps=1, topic_aware=False, cpu=True),
+              resume_from_checkpoint=True)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -79,7 +79,11 @@ def _train(args: TrainArguments) -> int:
     from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
-    from st_tasb.training.inbatch_teachers import build_inbatch_teacher, check_inbatch_teacher
+    from st_tasb.training.checkpoints import CHECKPOINTS_DIR, check_resume
+    from st_tasb.training.inbatch_teachers import (
+        build_inbatch_teacher,
+        check_inbatch_teacher,
+    )
     from st_tasb.training.launch import main_process_threads, process_state
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.recipes import KINDS
@@ -95,6 +99,9 @@ def _train(args: TrainArguments) -> int:
         raise ValueError("topic-aware batches need --clusters (a folder written by st-tasb cluster), or --random-batches")
     device = "cpu" if args.cpu else None
     state = process_state(args.cpu)
+    settings = TrainingSettings.of(args)
+    resume = (check_resume(Path(args.output) / CHECKPOINTS_DIR, True, settings, warn=state.is_main_process)
+              if args.resume else None)  # before the work: a checkpoint of this run's settings to resume from
     data = load_beir(args.data, args.split)
     table = TeacherScoreTable.load(args.table)
     if args.duplicates != "error":
@@ -134,7 +141,7 @@ def _train(args: TrainArguments) -> int:
     )
     result = train(
         student, table, data.queries, data.corpus, args.output, clusters=clusters, inbatch_teacher=teacher,
-        settings=TrainingSettings.of(args), card=card, resume_from_checkpoint=True if args.resume else None,
+        settings=settings, card=card, resume_from_checkpoint=str(resume) if resume else None,
         evaluator=evaluator,
     )
     if state.is_main_process:

@@ -47,7 +47,12 @@ from st_tasb.training.checkpoints import (
     restore_card_history,
     save_model,
 )
-from st_tasb.training.launch import LaunchReport, global_batch, runs_on_cpu
+from st_tasb.training.launch import (
+    LaunchReport,
+    global_batch,
+    process_state,
+    runs_on_cpu,
+)
 from st_tasb.training.model_card import TASBModelCard, attach_model_card
 from st_tasb.training.recipes import KINDS, RunParts
 from st_tasb.training.settings import RUN_ONLY_SETTINGS, TrainingSettings
@@ -124,11 +129,15 @@ def train(
 
     Raises:
         ValueError: if topic-aware batches are asked for without clusters, the table has fewer queries
-            than a batch, or a setting is invalid.
+            than a batch, or a setting is invalid; with ``resume_from_checkpoint``, before any work, if there is no
+            complete checkpoint to resume from or the checkpoints belong to a run with other settings.
         st_tasb.data.texts.UnknownIdError: if the table names queries or passages missing from the texts.
     """
     settings = settings or TrainingSettings()
     output_dir = Path(output_dir)
+    if resume_from_checkpoint:  # before any work: the checkpoint resumed from, or why there is none
+        resume_from_checkpoint = str(check_resume(output_dir / CHECKPOINTS_DIR, resume_from_checkpoint, settings,
+                                                  warn=process_state(settings.cpu).is_main_process))
     if clusters is None and settings.topic_aware:
         raise ValueError("topic-aware batches need query clusters (run st-tasb cluster), or turn topic_aware off")
     hard_margin = None
@@ -159,9 +168,6 @@ def train(
         evaluator=evaluator,
     )
     try:
-        if resume_from_checkpoint:
-            resume_from_checkpoint = str(check_resume(checkpoint_dir, resume_from_checkpoint, settings,
-                                                      warn=trainer.is_world_process_zero()))
         if trainer.is_world_process_zero() and trainer.args.save_strategy != "no":  # checkpoints carry their settings
             record_settings(checkpoint_dir, settings)
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
