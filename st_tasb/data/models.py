@@ -180,8 +180,8 @@ def check_model_folder(folder: Path) -> None:
 
     The files are looked for where sentence-transformers reads them: in the folder of every Transformer module of
     ``modules.json``, or in the folder itself when there is no ``modules.json`` (a cross-encoder, a plain
-    transformers model). Every weights file there (``*.safetensors``, ``*.bin``, ``*.pt``) is opened as
-    :func:`weights_problem` does: its header and index only, whatever its size.
+    transformers model). Every ``*.safetensors`` file there (the weights transformers loads) is opened as
+    :func:`weights_problem` does: its header only, whatever its size.
 
     Raises:
         FileNotFoundError: naming the missing ``config.json``.
@@ -212,7 +212,7 @@ def check_model_folder(folder: Path) -> None:
         if not (part / "config.json").is_file():
             raise FileNotFoundError(f"{part / 'config.json'} is missing: the model folder {folder} lacks the transformers "
                                     "configuration of its model (it is incomplete, or not a model folder)")
-        for weights in sorted(path for suffix in WEIGHTS_SUFFIXES for path in part.glob(f"*{suffix}")):
+        for weights in sorted(part.glob("*.safetensors")):
             problem = weights_problem(weights)
             if problem:
                 raise CorruptFileError(f"{weights}: the model folder {folder} is damaged: this weights file does not "
@@ -220,8 +220,8 @@ def check_model_folder(folder: Path) -> None:
                                        "the model again")
 
 
-WEIGHTS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-"""The weights and state files :func:`weights_problem` opens: safetensors, and torch's zip format for the others."""
+_LEGACY_TORCH_START = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+"""How a file of torch's legacy format starts: its magic number, pickled (protocol 2)."""
 
 
 def weights_problem(path: Path) -> str | None:
@@ -231,7 +231,8 @@ def weights_problem(path: Path) -> str | None:
     file is caught); any other (``torch.save``'s ``.pt``, ``.pth``, ``.bin``) as the zip archive torch writes, by its
     central directory at the end of the file, which a cut or overwritten file lacks. Neither reads the tensors, so
     a file of several GB is checked in milliseconds (a CRC check of every byte, ``ZipFile.testzip``, would read it
-    all); a flipped byte inside a tensor is not caught.
+    all); a flipped byte inside a tensor is not caught. A file in torch's legacy format (a bare pickle, from torch
+    before 1.6) cannot be checked this way and passes.
 
     Example:
         >>> import tempfile
@@ -249,6 +250,9 @@ def weights_problem(path: Path) -> str | None:
         except Exception as error:  # noqa: BLE001 (safetensors raises its own error type, SafetensorError)
             return f"safetensors: {' '.join(str(error).split())}"
     try:
+        with path.open("rb") as handle:
+            if handle.read(len(_LEGACY_TORCH_START)) == _LEGACY_TORCH_START:  # a pickle stream: no index to check
+                return None
         with zipfile.ZipFile(path) as archive:
             if not any(name.endswith("data.pkl") for name in archive.namelist()):
                 return "not a torch file: its archive holds no data.pkl"
