@@ -111,7 +111,7 @@ def test_no_command_replaces_a_users_files_in_its_output(command: str, own_file:
     """Guards the README's promise for mine, score and demo: an --output folder holding a user's file where the
     command would write its own (beside notes.txt) is refused before any work, and the file is left untouched; a
     folder the command wrote (its record file) is not refused."""
-    from st_tasb.data.files import check_output_folder
+    from st_tasb.data.files import check_output
 
     output = tmp_path / "out"
     output.mkdir()
@@ -128,7 +128,7 @@ def test_no_command_replaces_a_users_files_in_its_output(command: str, own_file:
     assert f"{output}/ holds files that st-tasb did not write (" in error and users_file in error and "notes.txt" in error
     assert (output / users_file).read_text() == "mine"
     (output / own_file).write_text("{}")
-    check_output_folder(output, own_file, "--output")  # its own folder: accepted
+    check_output(output, "--output", record=own_file)  # its own folder: accepted
 
 
 def test_train_refuses_to_restart_over_checkpoints_or_replace_a_trained_model(

@@ -89,10 +89,10 @@ def parse_teacher(spec: str, default_type: str) -> tuple[str, str]:
 
 def run(args: ScoreArguments) -> int:
     """Score the candidates with the teacher(s), save the table and print its statistics."""
-    from st_tasb.data.files import check_output_folder
+    from st_tasb.data.files import check_output
     from st_tasb.prepare.table import TABLE_RECORD
 
-    check_output_folder(args.output, TABLE_RECORD, "--output", overwrite=args.overwrite)  # before the work
+    check_output(args.output, "--output", record=TABLE_RECORD, overwrite=args.overwrite)  # before the work
     from st_tasb.data.beir import load_beir
     from st_tasb.data.files import writing
     from st_tasb.prepare.scoring import score_candidates

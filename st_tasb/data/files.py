@@ -146,11 +146,6 @@ def check_output(path: str | Path, what: str, *, record: str | None = None, file
         )
 
 
-def check_output_folder(folder: str | Path, marker: str, what: str, *, overwrite: bool = False) -> None:
-    """:func:`check_output` of an output folder whose record file is ``marker`` (the demo pipeline's call)."""
-    check_output(folder, what, record=marker, overwrite=overwrite)
-
-
 @contextmanager
 def writing(path: str | Path, what: str) -> Iterator[None]:
     """Within the block, turn an error of the operating system while writing ``path`` (a full disk, a lost mount)
@@ -341,6 +336,6 @@ def _running(pid: int) -> bool:
 
 
 __all__ = [
-    "LOCK_FILE", "CorruptFileError", "FolderInUseError", "check_output", "check_output_folder", "check_writable", "locked", "reading",
+    "LOCK_FILE", "CorruptFileError", "FolderInUseError", "check_output", "check_writable", "locked", "reading",
     "replacing", "replacing_folder", "writing",
 ]

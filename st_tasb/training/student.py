@@ -14,7 +14,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.data.compat import Pooling
-from st_tasb.data.models import default_device
+from st_tasb.data.models import default_device, load_sentence_transformer
 
 POOLING_MODES = ("cls", "mean", "max")
 
@@ -51,7 +51,7 @@ def make_student(
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}, not {pooling!r}")
     device = device or default_device()
-    model = base if isinstance(base, SentenceTransformer) else SentenceTransformer(str(base), device=device)
+    model = base if isinstance(base, SentenceTransformer) else load_sentence_transformer(base, device=device)
     transformer = model[0]
     encoder = transformer.auto_model
     if num_layers is not None:
