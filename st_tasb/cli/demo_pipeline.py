@@ -43,9 +43,9 @@ import numpy as np
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
+from st_tasb.data import files
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, Qrels, load_beir
-from st_tasb.data.files import check_output
 from st_tasb.data.models import default_device
 from st_tasb.data.runs import read_trec_run, write_trec_run
 from st_tasb.data.texts import TextStore
@@ -252,7 +252,7 @@ def run_demo(
     """
     config = config or (DemoConfig.quick() if quick else DemoConfig())
     output_dir = Path(output_dir)
-    check_output(output_dir, "the demo's output folder", record=DEMO_RECORD, overwrite=overwrite)
+    files.check_output(output_dir, "the demo's output folder", record=DEMO_RECORD, overwrite=overwrite)
     _write_json(output_dir / DEMO_RECORD, {"seed": seed, "data": str(data_dir), "config": dataclasses.asdict(config)})
     work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
     clock = _Clock()
