@@ -89,7 +89,9 @@ class CachedTeacherDistillationLoss(CachedLossMixin, nn.Module):
         """The loss components, as the plain loss's ``forward``, computed with gradient caching."""
         features = self.loss.check_features(sentence_features)
         # the teacher runs once per batch, outside the two embedding passes
-        targets = _Targets(*self.loss.teacher_targets(labels), copies=self.loss.positive_copies(labels))
+        columns = self.loss.column_labels(labels)  # gathered once for the teacher and the copies
+        targets = _Targets(*self.loss.teacher_targets(labels, columns=columns),
+                           copies=self.loss.positive_copies(labels, columns))
         total = self.forward_cached(features, targets)
         # `total` carries the GradCache backward hook: keep it in the sum the trainer back-propagates, as the
         # last component, and log the others as they were computed

@@ -158,10 +158,11 @@ def in_batch_contrastive(student_scores: Tensor, offset: int = 0, positive_copie
     return functional.cross_entropy(student_scores, rows + offset)
 
 
-def positive_copies(labels: Any, gathered: bool = False) -> Tensor | None:
+def positive_copies(labels: Any, columns: Mapping[str, Any] | None = None) -> Tensor | None:
     """Where the batch's passages are copies of each row's own positive: ``[B, 2G]``, True where column ``j`` (the
-    positives, then the negatives; of every process when ``gathered``) is the same corpus row as row ``i``'s positive,
-    or has the same text. ``None`` for labels that carry neither rows nor texts (a plain margin tensor).
+    positives, then the negatives of ``columns``: the labels of every process when gathered, by default ``labels``)
+    is the same corpus row as row ``i``'s positive, or has the same text. ``None`` for labels that carry neither rows
+    nor texts (a plain margin tensor).
 
     Example:
         >>> labels = {"positive_index": torch.tensor([4, 4, 7]), "negative_index": torch.tensor([7, 1, 2]),
@@ -171,7 +172,7 @@ def positive_copies(labels: Any, gathered: bool = False) -> Tensor | None:
     """
     if not isinstance(labels, Mapping):
         return None
-    columns = gather_labels(labels) if gathered else labels
+    columns = labels if columns is None else columns
     copies = None
     if "positive_index" in labels and "negative_index" in labels:
         own = torch.as_tensor(labels["positive_index"]).cpu()
@@ -477,17 +478,27 @@ class TeacherDistillationLoss(nn.Module):
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Any) -> dict[str, Tensor]:
         """The loss components from the query, positive and negative embeddings and the labels."""
-        margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0])
+        columns = self.column_labels(labels)
+        margin, inbatch_scores = self.teacher_targets(labels, batch_size=embeddings[0].shape[0], columns=columns)
         return dual_teacher_margin_mse(*embeddings, margin, inbatch_scores, terms=self.terms,
                                        similarity_fct=self.similarity_fct, passages=self.in_batch_passages(*embeddings[1:]),
-                                       copies=self.positive_copies(labels))
+                                       copies=self.positive_copies(labels, columns))
 
-    def positive_copies(self, labels: Any) -> Tensor | None:
-        """Where the batch's passages are copies of each row's own positive (:func:`positive_copies`), for the
-        contrastive term; ``None`` without one (nothing else needs them)."""
+    def column_labels(self, labels: Any) -> Any:
+        """The labels of the batch's passages, for the in-batch teacher and the copies of a positive: every process's,
+        gathered once per step, when gathering across devices and a term needs them; else ``labels``."""
+        needed = self.uses_inbatch_teacher or self.terms.contrastive_weight != 0
+        if needed and isinstance(labels, Mapping) and gathering_active(self.gather_across_devices):
+            return gather_labels(labels)
+        return labels
+
+    def positive_copies(self, labels: Any, columns: Any = None) -> Tensor | None:
+        """Where the batch's passages (those of ``columns``: :meth:`column_labels`) are copies of each row's own
+        positive (:func:`positive_copies`), for the contrastive term; ``None`` without one (nothing else needs them)."""
         if self.terms.contrastive_weight == 0:
             return None
-        return positive_copies(labels, gathered=gathering_active(self.gather_across_devices))
+        columns = self.column_labels(labels) if columns is None else columns
+        return positive_copies(labels, columns if isinstance(columns, Mapping) else None)
 
     def in_batch_passages(self, positive: Tensor, negative: Tensor) -> GatheredPassages | None:
         """The passages of every process when gathering (see ``gather_across_devices``), else ``None``."""
@@ -507,12 +518,15 @@ class TeacherDistillationLoss(nn.Module):
             )
         return features
 
-    def teacher_targets(self, labels: Any, batch_size: int | None = None) -> tuple[Tensor, Tensor | None]:
+    def teacher_targets(
+        self, labels: Any, batch_size: int | None = None, columns: Any = None
+    ) -> tuple[Tensor, Tensor | None]:
         """The pairwise margins ``[B]`` and, with an in-batch term, the teacher's ``[B, 2B]`` scores.
 
         Args:
             labels: the labels dict of ``TASBDataCollator``, or a margin tensor.
             batch_size: the rows of the batch; the margins are checked against it before the teacher runs.
+            columns: the labels of the batch's passages (:meth:`column_labels`), when the caller has them already.
 
         Raises:
             ValueError: if the labels are not what the loss and its teacher need, naming what is missing, or
@@ -539,7 +553,7 @@ class TeacherDistillationLoss(nn.Module):
             )
         if not self.uses_inbatch_teacher:
             return margin, None
-        return margin, self.inbatch_teacher(gather_labels(labels) if gathering_active(self.gather_across_devices) else labels)
+        return margin, self.inbatch_teacher(self.column_labels(labels) if columns is None else columns)
 
     def get_config_dict(self) -> dict[str, Any]:
         """The settings recorded in the model card."""
