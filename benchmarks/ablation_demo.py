@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.demo_pipeline import DemoConfig, prepare_demo
+from st_tasb.cli.adapt_pipeline import AdaptConfig, prepare_inputs
 from st_tasb.data.beir import load_beir
 from st_tasb.training.recipes import RECIPES
 
@@ -65,7 +65,7 @@ def main() -> None:
                         help="run nothing: report the seeds whose runs of every variant are finished")
     args = parser.parse_args()
 
-    base = DemoConfig.quick() if args.quick else DemoConfig()
+    base = AdaptConfig.quick() if args.quick else AdaptConfig.demo()
     if args.recipe:
         base = base.with_recipe(args.recipe)
     if args.max_steps:
@@ -91,12 +91,12 @@ def main() -> None:
     plot(runs, seeds, output / "ablation.png", "demo ablation: every seed (dots) and the mean (bars)")
 
 
-def margin_thresholds(data: str, config: DemoConfig, work_dir: Path, specs: list[str]) -> dict[str, float]:
+def margin_thresholds(data: str, config: AdaptConfig, work_dir: Path, specs: list[str]) -> dict[str, float]:
     """The hard-margin thresholds: numbers as given, ``pN`` as the N-th percentile of the teacher table's margins.
 
     Prints the margin distribution and what each threshold removes (the table does not depend on the seed).
     """
-    table = prepare_demo(data, config, seed=0, work_dir=work_dir, show_progress_bar=False).table
+    table = prepare_inputs(data, config, seed=0, work_dir=work_dir, show_progress_bar=False).table
     margins = np.asarray(table.dataset["margin"])
     print("teacher margins of the training pairs: " + ", ".join(
         f"p{q} {np.percentile(margins, q):.3f}" for q in (0, 1, 5, 10, 25, 50, 75, 90, 100)))

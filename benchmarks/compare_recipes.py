@@ -2,7 +2,7 @@
 
 Every recipe trains the demo's student (layers 0, 2, 5 of all-MiniLM-L6-v2, mean pooling, 128 tokens) on the demo's
 training queries for the same budget (steps, batch size, learning rate, warm-up, schedule), through ``st-tasb demo``'s
-own code (:func:`st_tasb.cli.demo_pipeline.run_demo`, ``DemoConfig.with_recipe``); only the recipe differs (see
+own code (:func:`st_tasb.cli.adapt_pipeline.run_adapt`, ``AdaptConfig.with_recipe``); only the recipe differs (see
 ``RECIPES`` in ``st_tasb/training/recipes.py``):
 
 - ``mnrl``: the baseline, sentence-transformers' MultipleNegativesRankingLoss (cosine x 20) on the (query, judged
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.demo_pipeline import DEFAULT_RECIPE, DemoConfig
+from st_tasb.cli.adapt_pipeline import DEFAULT_RECIPE, AdaptConfig
 from st_tasb.data.beir import load_beir
 from st_tasb.training.recipes import RECIPES
 
@@ -51,7 +51,7 @@ def main() -> None:
                         help="run nothing: report the seeds whose runs of every recipe are finished")
     args = parser.parse_args()
 
-    base = DemoConfig.quick() if args.quick else DemoConfig()
+    base = AdaptConfig.quick() if args.quick else AdaptConfig.demo()
     recipes = [REFERENCE, *(name for name in args.recipes if name != REFERENCE)]
     configs = {name: base.with_recipe(name) for name in recipes}
     output = Path(args.output)
@@ -74,7 +74,7 @@ def main() -> None:
     plot(runs, seeds, output / "comparison.png", "recipes on the demo: every seed (dots) and the mean (bars)")
 
 
-def teacher_preparation(output: Path, configs: dict[str, DemoConfig], seeds: list[int]) -> dict | None:
+def teacher_preparation(output: Path, configs: dict[str, AdaptConfig], seeds: list[int]) -> dict | None:
     """The seconds of the preparation steps of the run that did them (the one whose teacher embedding took longest),
     or None when no run's metrics are there."""
     timed = []

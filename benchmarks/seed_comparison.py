@@ -4,7 +4,9 @@ Used by the ablation scripts. For each variant against the reference variant:
 
 - the paired difference of dev nDCG@10 over the seeds, with a paired t-test over the seeds (scipy);
 - a paired test over queries (ranx ``compare``: Fisher's randomization test on the TREC runs, every seed's run
-  of a query a separate pair), per seed and pooled over the seeds.
+  of a query a separate pair), per seed and pooled over the seeds;
+- the 95 % confidence interval of the mean difference over those pooled (seed, query) pairs (scipy's paired t
+  interval of ranx's per-query scores): the effect size the comparison can resolve.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from ranx import Qrels as RanxQrels
 from ranx import Run as RanxRun
-from ranx import compare
+from ranx import compare, evaluate
 from scipy import stats
 
 from st_tasb.data.runs import read_trec_run
@@ -74,7 +76,7 @@ def run_variants(
     Args:
         data: the BEIR folder.
         output: one demo output per variant and seed (OUTPUT/<variant>/seed<N>), and the shared work folder.
-        configs: variant name -> :class:`~st_tasb.cli.demo_pipeline.DemoConfig`.
+        configs: variant name -> :class:`~st_tasb.cli.adapt_pipeline.AdaptConfig`.
         seeds: the training seeds.
         report_only: run nothing; take the finished runs only.
         earlier_runs: variant -> a folder of earlier finished runs of that variant (``seed<N>`` subfolders, e.g.
@@ -85,7 +87,7 @@ def run_variants(
         The results, the untrained student's and the teacher's dev metrics, and the folders of the runs taken
         from ``earlier_runs``.
     """
-    from st_tasb.cli.demo_pipeline import run_demo
+    from st_tasb.cli.adapt_pipeline import run_adapt
 
     runs, fixed, reused = SeededRuns({}, {}), {}, []
     for seed in seeds:
@@ -100,7 +102,7 @@ def run_variants(
             if metrics is None and report_only:
                 continue
             if metrics is None:
-                metrics = run_demo(data, run_dir, seed=seed, config=config, work_dir=output / "work",
+                metrics = run_adapt(data, run_dir, seed=seed, config=config, work_dir=output / "work",
                                    show_progress_bar=False, overwrite=True).metrics  # a run folder of its own
             runs.add(variant, seed, metrics["dev"]["student_after"], run_dir / "runs" / "dev-student-after.trec")
             fixed = {"before training": metrics["dev"]["student_before"], "teacher": metrics["dev"]["teacher"]}
@@ -126,7 +128,7 @@ def summarise(
     print(f"\n{heading}; {len(seeds)} seeds (mean ± sd)")
     print(f"{'variant':<22}" + "".join(f"{m:>18}" for m in METRICS) + "   ndcg@10 per seed")
     for name, values in (fixed or {}).items():
-        print(f"{name:<22}" + "".join(f"{values[m]:>18.4f}" for m in METRICS))
+        print(f"{name:<22}" + "".join(f"{values[m]:>18.4f}" if m in values else f"{'':>18}" for m in METRICS))
     summary = {}
     for variant, by_seed in runs.metrics.items():
         values = [by_seed[s] for s in seeds]
@@ -144,6 +146,8 @@ def summarise(
             print(f"\n{variant} - {reference}: {metric} difference {t['mean_difference']:+.4f} "
                   f"(sd {t['sd_difference']:.4f} over seeds; per seed {' / '.join(f'{d:+.4f}' for d in t['per_seed'])})")
             print(f"  paired t-test over {len(seeds)} seeds: p = {t['seeds_t_test_p']:.3g}")
+            print(f"  95 % confidence interval of the difference over the pooled queries (scipy): "
+                  f"[{t['queries_pooled_ci95'][0]:+.4f}, {t['queries_pooled_ci95'][1]:+.4f}]")
             print(f"  Fisher randomization over queries (ranx), pooled over seeds: p = {t['queries_pooled_p']:.3g}; "
                   f"per seed: {' / '.join(f'{p:.3g}' for p in t['queries_per_seed_p'])}")
     return {
@@ -178,8 +182,15 @@ def paired_tests(
                          max_p=0.05, random_seed=0)
         return float(report.comparisons[reference, variant][metric]["p_value"])
 
+    per_query = {name: [] for name in (reference, variant)}  # every seed's dev questions, pooled
+    for s in seeds:
+        for name in (reference, variant):
+            scores = evaluate(RanxQrels(dev_qrels), RanxRun(trec[name][s]), metric, return_mean=False)
+            per_query[name].extend(np.atleast_1d(scores).tolist())
+    interval = stats.ttest_rel(per_query[variant], per_query[reference]).confidence_interval(0.95)
     return {
         "per_seed": differences,
+        "queries_pooled_ci95": [float(interval.low), float(interval.high)],
         "mean_difference": statistics.mean(differences),
         "sd_difference": _sd(differences),
         "seeds_t_test_p": float(seed_test.pvalue),

@@ -415,6 +415,9 @@ def test_train_evaluates_keeps_the_best_model_and_stops_early(
     assert [entry["step"] for entry in evaluations] == [2, 4]
     assert state["best_metric"] == evaluations[0]["eval_dev_ndcg@10"] and state["best_model_checkpoint"].endswith("-2")
     assert card["evaluation"]["dev"]["ndcg@10"] == pytest.approx(state["best_metric"], abs=1e-6)
+    written = json.loads((output / "training_log.json").read_text())  # the dev curve, beside the model
+    assert [entry["eval_dev_ndcg@10"] for entry in written if "eval_dev_ndcg@10" in entry] == [
+        entry["eval_dev_ndcg@10"] for entry in evaluations]
 
 
 @pytest.mark.slow
@@ -505,6 +508,8 @@ def test_train_errors_name_the_flags(table_dir: Path, clusters_dir: Path, tiny_b
     assert "--clusters" in message and "--random-batches" in message and "random_batches" not in message
     message = error_of([*common, "--clusters", str(clusters_dir), "--student-layers", "10"], capsys)
     assert message.startswith("st-tasb train: error: --student-layers must be a number from 1 to 2") and "num_layers" not in message
+    message = error_of([*common, "--clusters", str(clusters_dir), "--student-layers", "0;1"], capsys)
+    assert message == "st-tasb train: error: --student-layers takes a number of layers or a comma list of layer indices (0,2,5), not '0;1'"
     assert "need --eval-data" in error_of([*common, "--clusters", str(clusters_dir), "--eval-steps", "2"], capsys)
 
 

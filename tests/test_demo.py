@@ -10,7 +10,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.cli import main
-from st_tasb.cli.demo_pipeline import DemoConfig, split_queries
+from st_tasb.cli.adapt_pipeline import AdaptConfig, split_queries
 from st_tasb.data.runs import read_trec_run
 
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]
@@ -34,7 +34,7 @@ def test_demo_writes_metrics_before_and_after(demo_output: Path) -> None:
     assert all(list(values) == METRIC_KEYS for values in dev.values())
     assert all(0 <= v <= 1 for values in dev.values() for v in values.values())
     assert metrics["gain"] == pytest.approx({k: dev["student_after"][k] - dev["student_before"][k] for k in METRIC_KEYS})
-    quick = DemoConfig.quick()
+    quick = AdaptConfig.quick()
     assert metrics["steps"] == quick.training.max_steps and metrics["config"]["training"]["max_steps"] == quick.training.max_steps
     assert metrics["queries"]["dev"] == quick.max_dev_queries and metrics["passages"] == quick.max_corpus
     assert metrics["seed"] == 3 and metrics["seconds"]["total"] > 0
@@ -58,7 +58,7 @@ def test_demo_model_loads_and_its_card_has_the_evaluation(demo_output: Path) -> 
     """Guards the model folder: SentenceTransformer(path) loads it, it has 2 layers (smaller than its teacher), and its
     card holds the TAS-Balanced section with the dev results that metrics.json reports."""
     model = SentenceTransformer(str(demo_output / "model"), device="cpu")
-    assert model[0].auto_model.config.num_hidden_layers == len(DemoConfig.quick().student_layers)
+    assert model[0].auto_model.config.num_hidden_layers == len(AdaptConfig.quick().student_layers)
     assert model.encode(["a scientific claim"]).shape == (1, 384)
     readme = (demo_output / "model" / "README.md").read_text()
     after = json.loads((demo_output / "metrics.json").read_text())["dev"]["student_after"]
@@ -70,7 +70,7 @@ def test_demo_writes_runs_and_plots(demo_output: Path) -> None:
     """Guards the other outputs: TREC runs of the dev queries and the six PNG figures."""
     runs = {name: read_trec_run(demo_output / "runs" / f"dev-{name}.trec") for name in ("student-before", "student-after", "teacher")}
     assert len({frozenset(run) for run in runs.values()}) == 1  # the same dev queries
-    assert len(next(iter(runs.values()))) == DemoConfig.quick().max_dev_queries
+    assert len(next(iter(runs.values()))) == AdaptConfig.quick().max_dev_queries
     for name in ("cluster_sizes", "batch_composition", "margins", "loss", "dev_metrics", "encoding_speed"):
         data = (demo_output / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
@@ -134,13 +134,13 @@ def test_recipes_set_every_recipe_field() -> None:
 
     for name, recipe in RECIPES.items():
         assert set(recipe.settings()) == set(RECIPE_FIELDS), name
-    paper = DemoConfig().with_recipe("st-tasb").with_recipe("paper")
+    paper = AdaptConfig.demo().with_recipe("st-tasb").with_recipe("paper")
     assert paper.recipe == "paper" and paper.teacher_scale == 10.0
     assert (paper.training.student_similarity(), paper.training.inbatch_loss, paper.training.contrastive_weight) == (
         ("dot", 1.0), "margin-mse", 0.0)
-    assert DemoConfig().with_recipe("mnrl").training.topic_aware is False
+    assert AdaptConfig.demo().with_recipe("mnrl").training.topic_aware is False
     with pytest.raises(ValueError, match="unknown recipe 'best'; choose one of st-tasb, paper"):
-        DemoConfig().with_recipe("best")
+        AdaptConfig.demo().with_recipe("best")
 
 
 def test_demo_reports_the_pairs_and_batches_the_student_trained_on(scifact_dir: Path, demo_output: Path,
@@ -156,5 +156,5 @@ def test_demo_reports_the_pairs_and_batches_the_student_trained_on(scifact_dir: 
     card = json.loads((output / "model" / "tas_balanced.json").read_text())
     assert metrics["training_pairs"] == card["data"]["training pairs"] < unfiltered["training_pairs"]
     assert metrics["queries"]["trained_on"] == card["data"]["training queries"] < unfiltered["queries"]["trained_on"]
-    batch_size = DemoConfig.quick().training.batch_size
+    batch_size = AdaptConfig.quick().training.batch_size
     assert metrics["batch_composition"]["n_batches"] == -(-metrics["queries"]["trained_on"] // batch_size)

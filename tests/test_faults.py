@@ -104,7 +104,7 @@ def test_the_cli_names_damaged_candidates_and_never_replaces_a_users_files(
 @pytest.mark.parametrize(("command", "own_file", "users_file"), [
     ("mine", "mining.json", "pairs.parquet"),
     ("score", "teacher_score_table.json", "data-00000-of-00001.arrow"),
-    ("demo", "st_tasb_demo.json", "metrics.json"),
+    ("demo", "st_tasb_adapt.json", "metrics.json"),
 ])
 def test_no_command_replaces_a_users_files_in_its_output(command: str, own_file: str, users_file: str, tmp_path: Path,
                                                         scifact_dir: Path, capsys: pytest.CaptureFixture) -> None:

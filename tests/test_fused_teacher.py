@@ -140,3 +140,32 @@ def test_st_tasb_score_with_bm25_and_fused_teachers(
     assert np.isfinite(margins).all() and (margins != 0).mean() > 0.9
     embeddings = next(Path(f"{tmp_path / 'fused'}.shards").glob("embeddings-*"))
     assert sorted(p.name for p in embeddings.iterdir()) == ["corpus.npy", "queries.npy"]
+
+
+def test_an_ensemble_is_the_mean_of_its_members_in_both_roles(
+    data: BeirData, bm25: BM25Teacher, dense: BiEncoderTeacher
+) -> None:
+    """Guards EnsembleTeacher (the paper's T2, the adapt command's several teachers): its in-batch [B, 2B] matrix and
+    its pair scores are the means of its members' own, and a member that scores pairs only is refused in a batch."""
+    from st_tasb.prepare.scoring import as_scorer
+    from st_tasb.teachers import EnsembleTeacher
+
+    ensemble = EnsembleTeacher([bm25, dense])
+    labels = {"margin": torch.zeros(3), "query_index": torch.tensor([0, 4, 2]),
+              "positive_index": torch.tensor([5, 9, 11]), "negative_index": torch.tensor([1, 0, 7])}
+    expected = (bm25(labels).double() + dense(labels).double()) / 2
+    torch.testing.assert_close(ensemble(labels).double(), expected, atol=1e-5, rtol=0)
+    queries, passages = np.array([0, 0, 3, 5]), np.array([2, 8, 3, 1])
+    by_hand = (bm25.score_pairs(data.queries, data.corpus, queries, passages).astype(np.float64)
+               + dense.score_pairs(data.queries, data.corpus, queries, passages)) / 2
+    np.testing.assert_allclose(ensemble.score_pairs(data.queries, data.corpus, queries, passages), by_hand, atol=1e-5)
+    assert as_scorer([bm25, dense]).name == f"mean({bm25.name}, {dense.name})"
+
+    class PairsOnly:
+        name = "pairs only"
+
+        def score_pairs(self, queries, corpus, query_positions, doc_positions):
+            return np.zeros(len(query_positions), dtype=np.float32)
+
+    with pytest.raises(TypeError, match="pairs only scores pairs only"):
+        EnsembleTeacher([bm25, PairsOnly()])(labels)

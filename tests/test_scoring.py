@@ -11,8 +11,8 @@ from datasets import Dataset
 
 from st_tasb.data.beir import BeirData, load_beir
 from st_tasb.data.texts import TextStore
-from st_tasb.prepare.scoring import EnsembleScorer, as_scorer, score_candidates
-from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
+from st_tasb.prepare.scoring import as_scorer, score_candidates
+from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher, EnsembleTeacher
 
 
 @pytest.fixture(scope="module")
@@ -218,4 +218,4 @@ def test_bad_teachers_and_inputs_are_reported(tmp_path, minilm_path):
         as_scorer("cross-encoder/ms-marco-MiniLM-L6-v2")
     with pytest.raises(ValueError, match="l2"):
         BiEncoderTeacher(None, cache=(np.ones((1, 2)), np.ones((1, 2))), similarity_fn_name="l2")
-    assert EnsembleScorer([_RecordingTeacher(), _RecordingTeacher()]).name == "mean(recording, recording)"
+    assert EnsembleTeacher([_RecordingTeacher(), _RecordingTeacher()]).name == "mean(recording, recording)"

@@ -34,13 +34,15 @@ COMMANDS = {
     "train": "TAS-Balanced training: topic-aware balanced batches, dual-teacher Margin-MSE, SentenceTransformerTrainer",
     "evaluate": "dense retrieval + trec_eval metrics over a BEIR folder, or the metrics of an existing TREC run",
     "push": "upload a trained model folder to the Hugging Face Hub (or --dry-run DIR: exactly what would go up)",
-    "demo": "the whole pipeline offline on a BEIR folder: mine, score, cluster, train, evaluate, plots",
+    "adapt": "a better retriever for your documents: mine, score, cluster, train and evaluate in one resumable run",
+    "demo": "st-tasb adapt with the demo's preset: a 3-layer model cut from all-MiniLM-L6-v2, offline on a BEIR folder",
 }
 """Subcommand -> one-line summary, in pipeline order; the driver is the module ``st_tasb.cli.<name>``."""
 
 
 RESUME_HINTS = {
     "score": "Finished shards are kept in the work folder: run the same command again to resume from them.",
+    "adapt": "The teacher embeddings and scores written so far stay in the work folder: a rerun reuses them.",
     "demo": "The teacher embeddings and scores written so far stay in the work folder: a rerun reuses them.",
 }
 """What an interrupted command kept, and how to go on (a command whose ``KeyboardInterrupt`` carries a message, as

@@ -144,11 +144,11 @@ def _teacher(args: ScoreArguments, data: Any, work_dir: Path) -> Any:
         load_sentence_transformer,
         model_folder_kind,
     )
-    from st_tasb.prepare.scoring import EnsembleScorer
     from st_tasb.teachers import (
         BiEncoderTeacher,
         BM25Teacher,
         CrossEncoderTeacher,
+        EnsembleTeacher,
         FusedTeacher,
     )
 
@@ -188,7 +188,7 @@ def _teacher(args: ScoreArguments, data: Any, work_dir: Path) -> Any:
                 teachers.append(FusedTeacher(bm25, dense, bm25_weight=args.fusion_weight, depth=args.fusion_depth))
             else:
                 teachers.append(BiEncoderTeacher(model, **settings))
-    return teachers[0] if len(teachers) == 1 else EnsembleScorer(teachers)
+    return teachers[0] if len(teachers) == 1 else EnsembleTeacher(teachers)
 
 
 def _cached_bi_encoder(model: Any, data: Any, folder: Path, settings: dict[str, Any]) -> Any:

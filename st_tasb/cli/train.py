@@ -21,7 +21,10 @@ class TrainArguments(TrainingSettings):
     clusters: str | None = option(None, help="query clusters folder (st-tasb cluster); required unless --random-batches")
     split: str = option("train", help="qrels split of the BEIR folder (only its texts are used)")
     student: str = option(help="the student: a SentenceTransformer folder or Hub id, or the base cut by --student-layers")
-    student_layers: int | None = option(None, help="keep only the first N transformer layers of --student")
+    student_layers: str | None = option(
+        None, help="cut --student: N keeps its first N transformer layers; a comma list of layer indices keeps those "
+        "(e.g. 0,2,5: the demo's 3-layer cut of a 6-layer model)"
+    )
     student_pooling: Literal["cls", "mean", "max"] | None = option(
         None, help="replace the student's pooling (the paper: cls); with --student-layers the default is cls"
     )
@@ -88,7 +91,7 @@ def _train(args: TrainArguments) -> int:
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.recipes import KINDS
     from st_tasb.training.student import make_student
-    from st_tasb.training.trainer import train
+    from st_tasb.training.trainer import TRAINING_LOG_FILE, train
 
     check_inbatch_teacher(args.inbatch_teacher, args.inbatch_teacher_model, scale=args.inbatch_teacher_scale,
                           fusion_weight=args.fusion_weight)
@@ -115,9 +118,10 @@ def _train(args: TrainArguments) -> int:
     elif args.eval_steps or args.early_stopping_patience:
         raise ValueError("--eval-steps and --early-stopping-patience need --eval-data (a BEIR folder to evaluate on)")
     if args.student_layers is not None or args.student_pooling is not None:
+        layers = student_layers(args.student_layers)
         try:
             student = make_student(
-                args.student, num_layers=args.student_layers, pooling=args.student_pooling or "cls",
+                args.student, num_layers=layers, pooling=args.student_pooling or "cls",
                 max_seq_length=args.max_seq_length, device=device,
             )
         except ValueError as error:  # make_student names its Python argument
@@ -145,6 +149,8 @@ def _train(args: TrainArguments) -> int:
         evaluator=evaluator,
     )
     if state.is_main_process:
+        log_file = Path(result.model_dir) / TRAINING_LOG_FILE  # the losses and the dev curve, for plots and reports
+        log_file.write_text(json.dumps(result.log_history, indent=2) + "\n", encoding="utf-8")
         if evaluator is not None:  # the final model (the best one, when kept)
             from st_tasb.retrieval.metrics import METRICS
             from st_tasb.training.model_card import add_evaluation
@@ -154,6 +160,24 @@ def _train(args: TrainArguments) -> int:
             print(json.dumps({args.eval_split: {m: round(metrics[f"{args.eval_split}_{m}"], 4) for m in METRICS}}))
         print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
+
+
+def student_layers(text: str | None) -> int | list[int] | None:
+    """The layers that ``--student-layers`` keeps: a count, or the indices of a comma list.
+
+    Raises:
+        ValueError: for anything else, naming the flag.
+
+    Example:
+        >>> student_layers("3"), student_layers("0,2,5"), student_layers(None)
+        (3, [0, 2, 5], None)
+    """
+    if text is None:
+        return None
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"--student-layers takes a number of layers or a comma list of layer indices (0,2,5), not {text!r}")
+    return int(parts[0]) if len(parts) == 1 else [int(part) for part in parts]
 
 
 def _check_output(output: Path, resume: bool, overwrite: bool) -> None:

@@ -169,6 +169,20 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     return BeirData(corpus=corpus, queries=queries, qrels=load_qrels(qrels_path))
 
 
+def load_corpus(folder: str | Path) -> TextStore:
+    """The passages of a folder's ``corpus.jsonl`` alone (a bare corpus: no queries, no qrels), read as
+    :func:`load_beir` reads them.
+
+    Raises:
+        FileNotFoundError: naming the folder, or its missing ``corpus.jsonl``.
+        DataFormatError: naming file and line of a malformed record.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder not found: {folder}")
+    return _read_jsonl(folder / "corpus.jsonl", True, "corpus")
+
+
 def write_beir(data: BeirData, folder: str | Path, split: str = "train") -> Path:
     """Write ``data`` as a BEIR folder (``corpus.jsonl`` with empty titles, ``queries.jsonl``, ``qrels/SPLIT.tsv``).
 

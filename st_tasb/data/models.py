@@ -261,14 +261,41 @@ def weights_problem(path: Path) -> str | None:
     return None
 
 
+def check_model_name(name_or_path: str | Path) -> Path | None:
+    """Check what can be checked of a model before loading it: a local folder's files, or that a name that is no
+    folder could be a Hub id.
+
+    Returns:
+        The local folder, or ``None`` for a Hub id (loaded from the Hub or its cache).
+
+    Raises:
+        FileNotFoundError: for a path that does not exist (a name that cannot be a Hub id), or a folder that lacks
+            its ``config.json``.
+        st_tasb.data.files.CorruptFileError: for a folder whose weights do not open.
+
+    Example:
+        >>> check_model_name("sentence-transformers/all-MiniLM-L6-v2") is None
+        True
+        >>> check_model_name("models/my-model/")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: model folder not found: models/my-model/
+    """
+    name = str(name_or_path)
+    if Path(name).expanduser().exists():
+        check_model_folder(Path(name).expanduser())
+        return Path(name).expanduser()
+    if isinstance(name_or_path, Path) or not _HUB_ID.fullmatch(name):
+        raise FileNotFoundError(f"model folder not found: {name}")
+    return None
+
+
 def _load(model_class: type[ModelT], name_or_path: str | Path, *, device: str | None, **kwargs: Any) -> ModelT:
     name = str(name_or_path)
     device = device or default_device()
-    if Path(name).expanduser().exists():
-        check_model_folder(Path(name).expanduser())
-        return model_class(str(Path(name).expanduser()), device=device, **kwargs)
-    if isinstance(name_or_path, Path) or not _HUB_ID.fullmatch(name):
-        raise FileNotFoundError(f"model folder not found: {name}")
+    folder = check_model_name(name_or_path)
+    if folder is not None:
+        return model_class(str(folder), device=device, **kwargs)
     try:
         return model_class(name, device=device, **kwargs)
     except OSError as error:

@@ -8,6 +8,7 @@ data (a clusters folder's ``settings.json``, ...) and ``--config`` files are all
   signature that some editors write (Windows Notepad, Excel's "UTF-8 CSV"), never data: kept, it would be glued to
   the first id and silently change the results; refused, it would make the user edit a file that holds nothing wrong.
 - **Line ends**: ``\\n`` and ``\\r\\n`` are the same.
+- **Compression**: a file whose name ends in ``.gz`` is read through gzip (a TREC run kept compressed, ...).
 - **Integers** (a qrels grade, a run rank) are written as decimal integers: ``0.5``, ``1.0``, ``2e1`` or ``one`` is
   refused, naming ``file:line`` (never rounded, never truncated).
 - **Numbers** (scores) are finite decimal numbers; anything else is refused, naming ``file:line``.
@@ -32,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -70,17 +72,32 @@ def text_lines(path: str | Path, what: str, *, skip_blank: bool = True) -> Itera
         Traceback (most recent call last):
         ...
         st_tasb.data.text_files.DataFormatError: ...lines.txt:3: not valid UTF-8 (byte 0xe9 at column 4)
+        >>> _ = (path.parent / "run.trec.gz").write_bytes(gzip.compress(b"q1 Q0 d1 1 2.5 tag\n"))
+        >>> list(text_lines(path.parent / "run.trec.gz", "run file"))
+        [(1, 'q1 Q0 d1 1 2.5 tag')]
+        >>> _ = (path.parent / "cut.trec.gz").write_bytes(gzip.compress(b"q1 Q0 d1 1 2.5 tag\n")[:-9])
+        >>> list(text_lines(path.parent / "cut.trec.gz", "run file"))
+        Traceback (most recent call last):
+        ...
+        st_tasb.data.text_files.DataFormatError: ...cut.trec.gz:2: not a complete gzip file (...)
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1:
-                raw = raw.removeprefix(BYTE_ORDER_MARK)
-            line = _decode(raw, path, line_number).rstrip("\r\n")
-            if line.strip() or not skip_blank:
-                yield line_number, line
+    compressed = path.suffix == ".gz"
+    line_number = 0
+    try:
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                if line_number == 1:
+                    raw = raw.removeprefix(BYTE_ORDER_MARK)
+                line = _decode(raw, path, line_number).rstrip("\r\n")
+                if line.strip() or not skip_blank:
+                    yield line_number, line
+    except (gzip.BadGzipFile, EOFError) as error:
+        if not compressed:
+            raise
+        raise DataFormatError(f"{path}:{line_number + 1}: not a complete gzip file ({error})") from None
 
 
 def read_text(path: str | Path, what: str) -> str:

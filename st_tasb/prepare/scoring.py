@@ -7,7 +7,7 @@ with a ``name`` and a ``score_pairs`` method (:class:`~st_tasb.teachers.base.Pai
 - :class:`~st_tasb.teachers.CrossEncoderTeacher`: any sentence-transformers ``CrossEncoder`` (one
   output), raw logits by default (Margin-MSE matches unbounded teacher margins, as in the paper);
 - :class:`~st_tasb.teachers.BiEncoderTeacher`: a SentenceTransformer, or its cached embeddings;
-- :class:`EnsembleScorer`: the mean of several teachers' scores (the paper's T2 teacher is the mean of
+- :class:`~st_tasb.teachers.EnsembleTeacher`: the mean of several teachers' scores (the paper's T2 teacher is the mean of
   three cross-encoders).
 
 :func:`score_candidates` scores every distinct (query, document) pair of the (query, positive,
@@ -58,7 +58,7 @@ from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import TextStore
 from st_tasb.prepare.mining import distinct_pairs
 from st_tasb.prepare.table import TeacherScoreTable, same_passage_rows
-from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher
+from st_tasb.teachers import BiEncoderTeacher, CrossEncoderTeacher, EnsembleTeacher
 from st_tasb.teachers.base import PairScorer
 
 MANIFEST = "manifest.json"
@@ -66,35 +66,12 @@ _PROGRESS_STEP = 8192  # pairs scored per teacher call inside a shard (one progr
 _FORMAT = 1
 
 
-class EnsembleScorer:
-    """The mean of several teachers' scores (the paper's T2: three cross-encoders).
-
-    Raises:
-        ValueError: if ``teachers`` is empty.
-    """
-
-    def __init__(self, teachers: Sequence[PairScorer], name: str | None = None) -> None:
-        if not teachers:
-            raise ValueError("an ensemble needs at least one teacher")
-        self.teachers = list(teachers)
-        self.name = name or "mean(" + ", ".join(t.name for t in self.teachers) + ")"
-
-    def score_pairs(
-        self, queries: TextStore, corpus: TextStore, query_positions: np.ndarray, doc_positions: np.ndarray
-    ) -> np.ndarray:
-        """The mean of the teachers' scores of each pair."""
-        total = np.zeros(len(query_positions), dtype=np.float64)
-        for teacher in self.teachers:
-            total += teacher.score_pairs(queries, corpus, query_positions, doc_positions)
-        return (total / len(self.teachers)).astype(np.float32)
-
-
 TeacherLike = PairScorer | CrossEncoder | SentenceTransformer | Sequence["TeacherLike"]
 
 
 def as_scorer(teacher: TeacherLike, batch_size: int = 32) -> PairScorer:
     """A pairwise teacher from a model: a CrossEncoder (raw logits), a SentenceTransformer (dot product), a
-    sequence of them (an :class:`EnsembleScorer`), or a scorer already.
+    sequence of them (an :class:`~st_tasb.teachers.EnsembleTeacher`), or a scorer already.
 
     Models are wrapped as they are: on their own device and dtype, with their own token caps.
 
@@ -119,7 +96,7 @@ def as_scorer(teacher: TeacherLike, batch_size: int = 32) -> PairScorer:
     if isinstance(teacher, PairScorer):
         return teacher
     if isinstance(teacher, Sequence) and not isinstance(teacher, str):
-        return EnsembleScorer([as_scorer(t, batch_size) for t in teacher])
+        return EnsembleTeacher([as_scorer(t, batch_size) for t in teacher])
     raise TypeError(
         f"cannot use a {type(teacher).__name__} as a teacher; pass a CrossEncoder, a SentenceTransformer, "
         "a list of them, or an object with a name and a score_pairs() method"

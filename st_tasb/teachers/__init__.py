@@ -11,7 +11,8 @@ teacher it scores candidate pairs before training (``score_pairs``, used by
 * :class:`BiEncoderTeacher`: any ``SentenceTransformer``, nearly free with an :class:`EmbeddingCache`;
 * :class:`PrecomputedTeacher`: scores from a table;
 * :class:`BM25Teacher`: BM25 (bm25s) with the statistics of the whole corpus;
-* :class:`FusedTeacher`: BM25 and a cached bi-encoder, each normalised per query, then weighted.
+* :class:`FusedTeacher`: BM25 and a cached bi-encoder, each normalised per query, then weighted;
+* :class:`EnsembleTeacher`: the mean of several teachers (the paper's T2).
 """
 
 from st_tasb.teachers.base import InBatchTeacher
@@ -23,6 +24,7 @@ from st_tasb.teachers.colbert import (
     late_interaction_scores,
 )
 from st_tasb.teachers.cross_encoder import CrossEncoderTeacher
+from st_tasb.teachers.ensemble import EnsembleTeacher
 from st_tasb.teachers.fused import FusedTeacher
 from st_tasb.teachers.precomputed import MissingScoreError, PrecomputedTeacher
 
@@ -33,6 +35,7 @@ __all__ = [
     "ColBERTTeacher",
     "CrossEncoderTeacher",
     "EmbeddingCache",
+    "EnsembleTeacher",
     "FusedTeacher",
     "InBatchTeacher",
     "MissingScoreError",

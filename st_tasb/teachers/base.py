@@ -34,7 +34,7 @@ from st_tasb.data.texts import TextStore
 class PairScorer(Protocol):
     """Anything that scores (query, passage) pairs given by row positions into two text stores.
 
-    Every :class:`InBatchTeacher` is one; so is :class:`~st_tasb.prepare.scoring.EnsembleScorer`.
+    Every :class:`InBatchTeacher` is one; so is :class:`~st_tasb.teachers.ensemble.EnsembleTeacher`.
     """
 
     name: str

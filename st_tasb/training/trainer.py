@@ -59,6 +59,9 @@ from st_tasb.training.settings import RUN_ONLY_SETTINGS, TrainingSettings
 
 logger = logging.getLogger(__name__)
 
+TRAINING_LOG_FILE = "training_log.json"
+"""The file of a run's log entries (:attr:`TrainingRun.log_history`: losses, learning rates and evaluations by step)."""
+
 
 @dataclass
 class TrainingRun:
