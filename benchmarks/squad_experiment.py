@@ -108,7 +108,7 @@ def main() -> None:
         report(args.data, results)
         return
     work = Path(args.work)
-    prepare(args.data, work, results)
+    prepare(args.data, work, results, paper=args.step != "curve" and "paper" in args.variants)
     if args.step == "prepare":
         return
     reference(args.data, work, results)
@@ -207,8 +207,9 @@ def curve(data: str, work: Path, results: Path, steps: int, eval_steps: int) -> 
     figure.savefig(results / "curve.png", dpi=120)
 
 
-def prepare(data: str, work: Path, results: Path) -> None:
-    """The teacher's preparation, once: each step command whose output folder is missing, timed."""
+def prepare(data: str, work: Path, results: Path, paper: bool = True) -> None:
+    """The teacher's preparation, once: each step command whose output folder is missing, timed (the table for the
+    paper's recipe only with ``paper``)."""
     record_file = results / "prepare.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     st_tasb = [sys.executable, "-m", "st_tasb", "--quiet"]
@@ -223,7 +224,7 @@ def prepare(data: str, work: Path, results: Path) -> None:
                      "--k", "438"],
     }
     for name, command in steps.items():
-        if (work / name).is_dir():
+        if (work / name).is_dir() or (name == "scores-paper" and not paper):
             continue
         work.mkdir(parents=True, exist_ok=True)
         print(f"prepare: {name}", flush=True)
