@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import threading
 import time
 import warnings
@@ -273,3 +274,21 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     quiet_libraries()
     return result
+
+
+def timed(command: list[str], log: Path) -> dict[str, float]:
+    """Run ``command`` offline (its output appended to ``log``), failing loudly; its wall seconds and the peak
+    resident memory of the process in GB (the experiments run every step as a user would: a command)."""
+    start = time.monotonic()
+    with log.open("a") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(command)}; see {log}")
+    return {"seconds": time.monotonic() - start, "peak_rss_gb": usage.ru_maxrss / 2**20}
+
+
+def last_json(log: Path) -> dict:
+    """The last JSON object printed on a line of its own in ``log`` (``st-tasb evaluate --json``'s metrics)."""
+    return json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))

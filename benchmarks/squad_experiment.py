@@ -43,14 +43,13 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import last_json, timed
 from seed_comparison import SeededRuns, plot, summarise
 
 from st_tasb.data.beir import load_beir
@@ -143,23 +142,6 @@ def train_command(data: str, work: Path, variant: Variant, seed: int, steps: int
                     f"{FUSION_WEIGHT:g}", "--inbatch-cache", str(embeddings),
                     "--inbatch-teacher-scale", f"{recipe.teacher_scale:g}"]
     return command
-
-
-def timed(command: list[str], log: Path) -> dict[str, float]:
-    """Run ``command`` (its output to ``log``), failing loudly; its wall seconds and peak resident memory in GB."""
-    start = time.monotonic()
-    with log.open("a") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(command)}; see {log}")
-    return {"seconds": time.monotonic() - start, "peak_rss_gb": usage.ru_maxrss / 2**20}
-
-
-def last_json(log: Path) -> dict:
-    """The last JSON object printed on a line of its own in ``log`` (``st-tasb evaluate --json``'s metrics)."""
-    return json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))
 
 
 def train_and_evaluate(data: str, command: list[str], model: Path, log: Path) -> dict:
