@@ -35,6 +35,7 @@ def command_line(command: str, output: Path) -> list[str]:
         "train": ["train", "--table", "/nonexistent", "--data", "/nonexistent", "--student", "s", "--random-batches",
                   "--output", str(output)],
         "demo": ["demo", "--data", "/nonexistent", "--output", str(output)],
+        "adapt": ["adapt", "--data", "/nonexistent", "--output", str(output)],
         "evaluate": ["evaluate", "--model", "/nonexistent", "--data", "/nonexistent", "--run-output", str(output)],
         "push": ["push", "--model", "/nonexistent", "--repo-id", "me/model", "--dry-run", str(output)],
     }[command]
@@ -45,10 +46,10 @@ def last_message(command: str, err: str) -> str:
     return err[err.rindex(f"st-tasb {command}: "):].splitlines()[0]
 
 
-OUTPUT_OPTION = {"evaluate": "--run-output", "push": "--dry-run", "demo": "the demo's output folder"}
+OUTPUT_OPTION = {"evaluate": "--run-output", "push": "--dry-run", "demo": "the output folder", "adapt": "the output folder"}
 
 
-@pytest.mark.parametrize("command", ["mine", "score", "cluster", "train", "demo", "evaluate", "push"])
+@pytest.mark.parametrize("command", ["mine", "score", "cluster", "train", "adapt", "demo", "evaluate", "push"])
 def test_every_command_checks_its_output_with_the_one_helper_before_the_work(
     command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
