@@ -45,11 +45,11 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Normalize
 
 from st_tasb.data import files
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, Qrels, load_beir, load_corpus, load_qrels
+from st_tasb.data.compat import Normalize
 from st_tasb.data.models import check_model_name, default_device, load_sentence_transformer
 from st_tasb.data.runs import read_trec_run, write_trec_run
 from st_tasb.data.texts import TextStore

@@ -31,12 +31,12 @@ if HAS_SENTENCE_TRANSFORMERS_6:
         SentenceTransformerDataCollator,
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.sentence_transformer.modules import Pooling
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 else:  # sentence-transformers 5
     from sentence_transformers.data_collator import SentenceTransformerDataCollator
     from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
     from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.models import Pooling
+    from sentence_transformers.models import Normalize, Pooling
     from sentence_transformers.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
 
     MultiVectorEncoder = None
@@ -55,6 +55,7 @@ __all__ = [
     "MultiVectorEncoder",
     "MultipleNegativesRankingLoss",
     "NoDuplicatesBatchSampler",
+    "Normalize",
     "Pooling",
     "SentenceTransformerDataCollator",
     "embed_columns",
