@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from st_tasb.cli.options import Command, option
 from st_tasb.training.settings import TrainingSettings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 
 @dataclass(kw_only=True)
@@ -79,7 +82,6 @@ def run(args: TrainArguments) -> int:
 def _train(args: TrainArguments) -> int:
     """:func:`run` after the check of --output."""
     from st_tasb.data.beir import load_beir
-    from st_tasb.data.models import load_sentence_transformer
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.training.checkpoints import CHECKPOINTS_DIR, check_resume
@@ -90,7 +92,6 @@ def _train(args: TrainArguments) -> int:
     from st_tasb.training.launch import main_process_threads, process_state
     from st_tasb.training.model_card import TASBModelCard
     from st_tasb.training.recipes import KINDS
-    from st_tasb.training.student import make_student
     from st_tasb.training.trainer import TRAINING_LOG_FILE, train
 
     check_inbatch_teacher(args.inbatch_teacher, args.inbatch_teacher_model, scale=args.inbatch_teacher_scale,
@@ -117,19 +118,7 @@ def _train(args: TrainArguments) -> int:
         evaluator = RetrievalEvaluator.from_beir(load_beir(args.eval_data, args.eval_split), name=args.eval_split)
     elif args.eval_steps or args.early_stopping_patience:
         raise ValueError("--eval-steps and --early-stopping-patience need --eval-data (a BEIR folder to evaluate on)")
-    if args.student_layers is not None or args.student_pooling is not None:
-        layers = student_layers(args.student_layers)
-        try:
-            student = make_student(
-                args.student, num_layers=layers, pooling=args.student_pooling or "cls",
-                max_seq_length=args.max_seq_length, device=device,
-            )
-        except ValueError as error:  # make_student names its Python argument
-            raise ValueError(f"--student-layers {str(error).removeprefix('num_layers ')}") from None
-    else:
-        student = load_sentence_transformer(args.student, device=device)
-        if args.max_seq_length is not None:
-            student.max_seq_length = args.max_seq_length
+    student = _student(args, device)
     with state.main_process_first(), main_process_threads(state):  # one process writes the teacher cache
         teacher = build_inbatch_teacher(
             args.inbatch_teacher, args.inbatch_teacher_model, queries=data.queries, corpus=data.corpus,
@@ -160,6 +149,24 @@ def _train(args: TrainArguments) -> int:
             print(json.dumps({args.eval_split: {m: round(metrics[f"{args.eval_split}_{m}"], 4) for m in METRICS}}))
         print(f"trained {result.global_step} steps -> {result.model_dir}")
     return 0
+
+
+def _student(args: TrainArguments, device: str | None) -> SentenceTransformer:
+    """The student of --student: loaded as it is, or cut by --student-layers / re-pooled by --student-pooling."""
+    from st_tasb.data.models import load_sentence_transformer
+    from st_tasb.training.student import make_student
+
+    if args.student_layers is None and args.student_pooling is None:
+        student = load_sentence_transformer(args.student, device=device)
+        if args.max_seq_length is not None:
+            student.max_seq_length = args.max_seq_length
+        return student
+    layers = student_layers(args.student_layers)
+    try:
+        return make_student(args.student, num_layers=layers, pooling=args.student_pooling or "cls",
+                            max_seq_length=args.max_seq_length, device=device)
+    except ValueError as error:  # make_student names its Python argument
+        raise ValueError(f"--student-layers {str(error).removeprefix('num_layers ')}") from None
 
 
 def student_layers(text: str | None) -> int | list[int] | None:
