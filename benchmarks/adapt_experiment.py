@@ -50,6 +50,7 @@ from seed_comparison import SeededRuns, plot, summarise
 
 from st_tasb.cli.adapt_pipeline import AdaptConfig, split_queries
 from st_tasb.data.beir import load_beir
+from st_tasb.publish.plots import plot_dev_curve
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact-train"
 SETTINGS = {"judged": [], "corpus": ["--no-judged"]}
@@ -117,14 +118,7 @@ def curve(data: str, work: Path, results: Path, steps: int, eval_steps: int) -> 
     for point in record["curve"]:
         print(f"step {point['step']:>5}: dev nDCG@10 {point['ndcg@10']:.4f}")
 
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 3.5), layout="constrained")
-    axes = figure.subplots()
-    axes.plot([p["step"] for p in record["curve"]], [p["ndcg@10"] for p in record["curve"]], marker="o")
-    axes.set(xlabel="training step (batch 32)", ylabel="dev nDCG@10",
-             title=f"SciFact dev curve: adapt all-MiniLM-L6-v2, st-tasb, lr {record['learning_rate']:g}")
-    figure.savefig(results / "curve.png", dpi=120)
+    plot_dev_curve(record["curve"], results / "curve.png")
 
 
 def runs(data: str, work: Path, results: Path, budget: dict, arms: list[str], mpnet: str | None) -> None:

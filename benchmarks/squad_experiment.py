@@ -53,6 +53,7 @@ from common import last_json, timed
 from seed_comparison import SeededRuns, plot, summarise
 
 from st_tasb.data.beir import load_beir
+from st_tasb.publish.plots import plot_dev_curve
 from st_tasb.training.recipes import recipe_named
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "squad-train"
@@ -179,14 +180,7 @@ def curve(data: str, work: Path, results: Path, steps: int, eval_steps: int) -> 
         print(f"step {point['step']:>5}: dev nDCG@10 {point['ndcg@10']:.4f}  MRR@10 {point['mrr@10']:.4f}")
     print(f"training {record['train']['seconds']:.0f} s with {len(record['curve'])} evaluations")
 
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 3.5), layout="constrained")
-    axes = figure.subplots()
-    axes.plot([p["step"] for p in record["curve"]], [p["ndcg@10"] for p in record["curve"]], marker="o")
-    axes.set(xlabel="training step (batch 32)", ylabel="dev nDCG@10",
-             title=f"SQuAD dev curve: st-tasb recipe, seed 0, lr {CURVE_LEARNING_RATE:g}")
-    figure.savefig(results / "curve.png", dpi=120)
+    plot_dev_curve(record["curve"], results / "curve.png")
 
 
 def prepare(data: str, work: Path, results: Path, paper: bool = True) -> None:
