@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.adapt_pipeline import AdaptConfig, prepare_inputs
+from st_tasb.cli.adapt_config import AdaptConfig
+from st_tasb.cli.adapt_inputs import prepare_inputs
 from st_tasb.data.beir import load_beir
 from st_tasb.training.recipes import RECIPES
 

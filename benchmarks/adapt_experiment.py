@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import timed
 from seed_comparison import SeededRuns, plot, summarise
 
-from st_tasb.cli.adapt_pipeline import AdaptConfig, split_queries
+from st_tasb.cli.adapt_config import AdaptConfig
+from st_tasb.cli.adapt_inputs import split_queries
 from st_tasb.data.beir import load_beir
 from st_tasb.publish.plots import plot_dev_curve
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from seed_comparison import plot, run_variants, summarise
 
-from st_tasb.cli.adapt_pipeline import DEFAULT_RECIPE, AdaptConfig
+from st_tasb.cli.adapt_config import DEFAULT_RECIPE, AdaptConfig
 from st_tasb.data.beir import load_beir
 from st_tasb.training.recipes import RECIPES
 

@@ -76,7 +76,7 @@ def run_variants(
     Args:
         data: the BEIR folder.
         output: one demo output per variant and seed (OUTPUT/<variant>/seed<N>), and the shared work folder.
-        configs: variant name -> :class:`~st_tasb.cli.adapt_pipeline.AdaptConfig`.
+        configs: variant name -> :class:`~st_tasb.cli.adapt_config.AdaptConfig`.
         seeds: the training seeds.
         report_only: run nothing; take the finished runs only.
         earlier_runs: variant -> a folder of earlier finished runs of that variant (``seed<N>`` subfolders, e.g.

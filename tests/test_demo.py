@@ -10,7 +10,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.cli import main
-from st_tasb.cli.adapt_pipeline import AdaptConfig, split_queries
+from st_tasb.cli.adapt_config import AdaptConfig
+from st_tasb.cli.adapt_inputs import split_queries
 from st_tasb.data.runs import read_trec_run
 
 METRIC_KEYS = ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "map"]

@@ -12,7 +12,7 @@ from st_tasb.cli.train import student_layers
 from st_tasb.training.settings import RecipeOptions
 
 if TYPE_CHECKING:
-    from st_tasb.cli.adapt_pipeline import AdaptConfig
+    from st_tasb.cli.adapt_config import AdaptConfig
 
 
 @dataclass(kw_only=True)
@@ -118,8 +118,8 @@ def run_pipeline(args: AdaptArguments, preset: AdaptConfig) -> int:
 
 
 def run(args: AdaptArguments) -> int:
-    """``st-tasb adapt``: the pipeline with adapt's defaults (:class:`~st_tasb.cli.adapt_pipeline.AdaptConfig`)."""
-    from st_tasb.cli.adapt_pipeline import AdaptConfig
+    """``st-tasb adapt``: the pipeline with adapt's defaults (:class:`~st_tasb.cli.adapt_config.AdaptConfig`)."""
+    from st_tasb.cli.adapt_config import AdaptConfig
 
     return run_pipeline(args, AdaptConfig())
 

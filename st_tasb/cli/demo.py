@@ -11,7 +11,7 @@ from st_tasb.cli.options import Command, option
 @dataclass(kw_only=True)
 class DemoArguments(AdaptArguments):
     """Options of ``st-tasb demo``: those of ``st-tasb adapt``, whose left-out values come from the demo's preset
-    (:meth:`~st_tasb.cli.adapt_pipeline.AdaptConfig.demo`), or from its one-minute version."""
+    (:meth:`~st_tasb.cli.adapt_config.AdaptConfig.demo`), or from its one-minute version."""
 
     quick: bool = option(False, help="a one-minute version: fewer queries and passages, shorter texts, a few steps")
 
@@ -19,7 +19,7 @@ class DemoArguments(AdaptArguments):
 def run(args: DemoArguments) -> int:
     """Run the pipeline with the demo's preset and print the dev metrics of the student before and after training,
     and of the teacher."""
-    from st_tasb.cli.adapt_pipeline import AdaptConfig
+    from st_tasb.cli.adapt_config import AdaptConfig
 
     return run_pipeline(args, AdaptConfig.quick() if args.quick else AdaptConfig.demo())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ class MineArguments:
 
 def run(args: MineArguments) -> int:
     """Mine the candidates, write them to the output folder and print a summary."""
-    from st_tasb.data.files import check_output
+    from st_tasb.data.files import check_output, write_json
 
     check_output(args.output, "--output", record=SUMMARY_FILE, overwrite=args.overwrite)  # before the work
     from st_tasb.data.beir import write_beir
@@ -85,7 +84,7 @@ def run(args: MineArguments) -> int:
     if args.pseudo_queries:
         write_beir(data, output / TEXTS_DIR, args.split)
         summary["texts"] = str(output / TEXTS_DIR)
-    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(output / SUMMARY_FILE, summary)
     print(
         f"mined {summary['pairs']:,} pairs for {summary['queries']:,} queries "
         f"({summary['distinct_query_document_pairs']:,} (query, document) pairs to score) -> {output / PAIRS_FILE}"

@@ -82,6 +82,7 @@ def run(args: TrainArguments) -> int:
 def _train(args: TrainArguments) -> int:
     """:func:`run` after the check of --output."""
     from st_tasb.data.beir import load_beir
+    from st_tasb.data.files import write_json
     from st_tasb.prepare.clusters import QueryClusters
     from st_tasb.prepare.table import TeacherScoreTable
     from st_tasb.training.checkpoints import CHECKPOINTS_DIR, check_resume
@@ -138,8 +139,7 @@ def _train(args: TrainArguments) -> int:
         evaluator=evaluator,
     )
     if state.is_main_process:
-        log_file = Path(result.model_dir) / TRAINING_LOG_FILE  # the losses and the dev curve, for plots and reports
-        log_file.write_text(json.dumps(result.log_history, indent=2) + "\n", encoding="utf-8")
+        write_json(Path(result.model_dir) / TRAINING_LOG_FILE, result.log_history)  # losses and dev curve, for plots
         if evaluator is not None:  # the final model (the best one, when kept)
             from st_tasb.retrieval.metrics import METRICS
             from st_tasb.training.model_card import add_evaluation

@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,6 +163,29 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
         yield
     except OSError as error:
         raise OSError(error.errno, f"{path}: cannot write this {what} ({error.strerror or error})") from error
+
+
+def write_json(path: str | Path, value: object, *, default: Callable[[object], object] | None = None) -> None:
+    """Write ``value`` as indented JSON (UTF-8, a final newline) to ``path``, creating its folder.
+
+    Args:
+        path: the file to write.
+        value: anything :func:`json.dumps` takes.
+        default: how to write values JSON has no type for (e.g. ``str``), as :func:`json.dumps`'s ``default``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "run" / "metrics.json"
+        >>> write_json(path, {"ndcg@10": 0.5, "folder": Path("model")}, default=str)
+        >>> print(path.read_text(), end="")
+        {
+          "ndcg@10": 0.5,
+          "folder": "model"
+        }
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=default) + "\n", encoding="utf-8")
 
 
 @contextmanager

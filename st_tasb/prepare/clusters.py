@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import reading
+from st_tasb.data.files import reading, write_json
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import IdIndex, IdsLike, TextStore, as_id_array
@@ -432,7 +432,7 @@ class QueryClusters:
         if self.centroids is not None:
             np.save(directory / CENTROIDS_FILE, self.centroids)
         manifest = {"has_centroids": self.centroids is not None, "settings": self.settings}
-        (directory / SETTINGS_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(directory / SETTINGS_FILE, manifest)
         return directory
 
     @classmethod

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from st_tasb.data.arrow import rows
 from st_tasb.data.checks import check_number
-from st_tasb.data.files import locked, reading, replacing, writing
+from st_tasb.data.files import locked, reading, replacing, write_json, writing
 from st_tasb.data.progress import progress_enabled
 from st_tasb.data.text_files import read_text
 from st_tasb.data.texts import TextStore
@@ -256,5 +256,5 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
             raise ValueError(f"{work_dir} holds another scoring job ({details}); use a new folder or delete this one")
         return
     temporary = manifest.with_suffix(".tmp")
-    temporary.write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+    write_json(temporary, job)
     os.replace(temporary, manifest)

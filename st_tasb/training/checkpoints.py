@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
 
-from st_tasb.data.files import reading, replacing_folder
+from st_tasb.data.files import reading, replacing_folder, write_json
 from st_tasb.data.models import weights_problem
 from st_tasb.training.model_card import TASBModelCard
 from st_tasb.training.settings import RESUMABLE_CHANGES, TrainingSettings
@@ -29,8 +29,7 @@ RUN_SETTINGS_FILE = "st_tasb_settings.json"
 
 
 def record_settings(checkpoint_dir: Path, settings: TrainingSettings) -> None:
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (checkpoint_dir / RUN_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
+    write_json(checkpoint_dir / RUN_SETTINGS_FILE, dataclasses.asdict(settings))
 
 
 def check_resume(checkpoint_dir: Path, resume: str | bool, settings: TrainingSettings, *, warn: bool = True) -> Path:

@@ -40,6 +40,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from st_tasb.data.files import write_json
 from st_tasb.data.text_files import read_text
 from st_tasb.retrieval.metrics import METRICS
 from st_tasb.training.recipes import describe_training
@@ -107,7 +108,7 @@ class TASBModelCard:
     def save(self, model_dir: str | Path) -> Path:
         """Write the values as ``tas_balanced.json`` into ``model_dir``; returns the file."""
         path = Path(model_dir) / CARD_DATA_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(path, asdict(self), default=str)
         return path
 
     @classmethod
