@@ -4,7 +4,8 @@ Issue 27 asks whether TAS-Balanced's batches differ from random ones on open-dom
 should keep rows that share a positive apart. This script reads what the product's step commands wrote for
 ``squad-train`` (the teacher score table of ``st-tasb score``, the clusters of ``st-tasb cluster``), builds the
 training dataset and :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` as ``st-tasb train`` does, and
-measures the first ``--batches`` batches of epoch 0, topic-aware and random (the same seed):
+measures the first ``--batches`` batches of epoch 0, topic-aware, random, and topic-aware with
+``separate_positives`` (the questions of one paragraph spread over their cluster's batches), the same seed:
 
 - rows per batch whose positive is also another row's positive or negative in the batch (a shared positive: a copy
   the contrastive term must leave out, :func:`~st_tasb.training.losses.positive_copies`), and such copies per batch;
@@ -117,10 +118,12 @@ def main() -> int:
                  "query": data.queries.texts(picked["query_index"].numpy())}
         return {"margin": torch.zeros(len(rows)), **picked, "texts": texts}
 
-    for name, topic_aware in (("topic-aware", True), ("random", False)):
+    samplers = {"topic-aware": {}, "random": {"topic_aware": False},
+                "topic-aware, positives separated": {"separate_positives": True}}
+    for name, options in samplers.items():
         with measure(f"{name} batches: {args.batches} of epoch 0") as phase:
             sampler = TopicAwareBalancedBatchSampler(dataset, args.batch_size, drop_last=True, seed=args.seed,
-                                                     topic_aware=topic_aware)
+                                                     **options)
             statistics = batch_statistics(sampler.epoch_batches(0)[: args.batches], teacher, labels_of)
         report.phases.append(phase)
         for figure, value in statistics.items():

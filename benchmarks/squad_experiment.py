@@ -20,8 +20,9 @@ Four steps, each resumable (a finished run is never run again; an interrupted on
     after the comparison has started.
 ``runs``
     The comparison, seeds outermost (after three seeds every comparison has three): ``tas-balanced`` (the st-tasb
-    recipe), ``random-batches`` (its batches drawn at random), ``uniform-pairs`` (its pairs drawn uniformly), and the
-    recipes ``paper``, ``mnrl-topic`` and ``mnrl``. Each finished run writes ``RESULTS/runs/VARIANT-seedN.json``
+    recipe), ``random-batches`` (its batches drawn at random), ``uniform-pairs`` (its pairs drawn uniformly),
+    ``separate-positives`` (its batches with the questions of one paragraph spread over the cluster's batches), and
+    the recipes ``paper``, ``mnrl-topic`` and ``mnrl``. Each finished run writes ``RESULTS/runs/VARIANT-seedN.json``
     (dev metrics, the commands, time and peak memory of training and evaluation) and its top-10 dev run
     ``VARIANT-seedN.trec.gz`` (enough for nDCG@10 and MRR@10: the tested metrics), small enough to commit.
 ``report``
@@ -78,12 +79,14 @@ VARIANTS = {
     "tas-balanced": Variant("st-tasb", seeds=5),
     "random-batches": Variant("st-tasb", ("--random-batches",), seeds=5),
     "uniform-pairs": Variant("st-tasb", ("--uniform-pairs",)),
+    "separate-positives": Variant("st-tasb", ("--separate-positives",)),
     "paper": Variant("paper"),
     "mnrl-topic": Variant("mnrl-topic"),
     "mnrl": Variant("mnrl"),
 }
 COMPARISONS = {
-    "TAS-Balanced ablation (the st-tasb recipe)": ("tas-balanced", ["tas-balanced", "random-batches", "uniform-pairs"]),
+    "TAS-Balanced ablation (the st-tasb recipe)": ("tas-balanced", ["tas-balanced", "random-batches", "uniform-pairs",
+                                                                   "separate-positives"]),
     "recipes against MNRL": ("mnrl", ["mnrl", "mnrl-topic", "paper", "tas-balanced"]),
 }
 """Each report section: its reference variant and the variants it holds."""

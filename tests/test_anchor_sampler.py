@@ -27,7 +27,8 @@ from transformers import TrainerCallback
 
 from st_tasb.data.beir import load_beir
 from st_tasb.prepare.clusters import QueryClusters
-from st_tasb.training.anchor_sampler import TopicAwareBatchSampler, _occurrence
+from st_tasb.training.anchor_sampler import TopicAwareBatchSampler
+from st_tasb.training.topic_batches import occurrence
 
 LABELS = ["label", "score"]  # what the Trainer passes as valid_label_columns
 
@@ -114,7 +115,7 @@ def test_rows_of_one_anchor_spread_and_swaps_keep_clusters() -> None:
 
 def test_occurrence_numbers_rows_of_each_anchor() -> None:
     """Guards the tier that spreads an anchor's rows: the k-th row of an anchor gets k, in row order."""
-    assert _occurrence(np.array([4, 4, 1, 4, 1, 9])).tolist() == [0, 1, 0, 2, 1, 0]
+    assert occurrence(np.array([4, 4, 1, 4, 1, 9])).tolist() == [0, 1, 0, 2, 1, 0]
 
 
 def test_batches_depend_only_on_seed_and_epoch() -> None:

@@ -305,3 +305,67 @@ def test_bad_datasets_raise_clear_errors(dataset: Dataset, kwargs: dict, message
     kwargs = {"batch_size": 4, **kwargs}
     with pytest.raises(ValueError, match=message):
         TopicAwareBalancedBatchSampler(dataset, drop_last=True, seed=0, **kwargs)
+
+
+def with_positives(dataset: Dataset, positive_of_query: np.ndarray) -> Dataset:
+    """``dataset`` with a ``positive_index`` column: every pair of a query has the query's positive."""
+    query_index = dataset.data.column("query_index").to_numpy()
+    return dataset.add_column("positive_index", positive_of_query[query_index].astype(np.int32))
+
+
+def shared_positive_rows(batches: np.ndarray, positive_of_query: np.ndarray) -> int:
+    """Rows, over all batches, whose positive another row of their batch also has."""
+    positives = positive_of_query[batches]
+    ordered = np.sort(positives, axis=1)
+    repeated = np.zeros(ordered.shape, dtype=bool)
+    repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    repeated[:, :-1] |= repeated[:, 1:]
+    return int(repeated.sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_separate_positives_keeps_queries_of_one_positive_in_different_batches(seed: int) -> None:
+    """Guards separate_positives: in clusters of G >= b positives with m queries each (G * m a multiple of b, so every
+    batch is a single-cluster chunk and a cluster fills G * m / b >= m batches), no batch holds a positive twice;
+    without the option, many batches do."""
+    rng = np.random.default_rng(seed)
+    batch_size, shapes = 8, [(8, 3), (12, 2), (8, 5), (16, 4)]  # (G positives, m queries each) per cluster
+    cluster = np.concatenate([np.full(g * m, c) for c, (g, m) in enumerate(shapes)])
+    first = np.cumsum([0] + [g for g, _ in shapes])
+    positive = np.concatenate([first[c] + np.repeat(np.arange(g), m) for c, (g, m) in enumerate(shapes)])
+    order = rng.permutation(len(cluster))  # queries in random order: nothing follows from their positions
+    cluster, positive = cluster[order], positive[order]
+    dataset = with_positives(make_dataset(rng.integers(1, 4, size=len(cluster)).tolist(), cluster.tolist()), positive)
+    separated = sampler_for(dataset, batch_size, seed=seed, separate_positives=True)
+    plain = sampler_for(dataset, batch_size, seed=seed)
+    for epoch in range(3):
+        batches = separated.epoch_queries(epoch)
+        assert sorted(batches.ravel().tolist()) == list(range(len(cluster)))  # every query once per epoch
+        assert (cluster[batches] == cluster[batches][:, :1]).all()  # still one cluster per batch
+        assert shared_positive_rows(batches, positive) == 0
+        assert shared_positive_rows(plain.epoch_queries(epoch), positive) > len(cluster) // 4
+        assert (separated.epoch_batches(epoch) == sampler_for(dataset, batch_size, seed=seed, separate_positives=True)
+                .epoch_batches(epoch)).all()  # a function of (seed, epoch)
+    assert not (separated.epoch_queries(0) == separated.epoch_queries(1)).all()
+
+
+def test_separate_positives_spreads_as_far_as_the_cluster_allows() -> None:
+    """Guards the layout when a positive has more queries than its cluster fills batches: 6 queries of positive 0
+    over 2 batches must share them, 3 in each (the fewest possible), and the positives with 4 queries 2 in each."""
+    cluster = np.zeros(16, dtype=np.int64)  # two batches of 8: positives 0 x 6, 1, 2, and 3 x 4, 4 x 4
+    positive = np.array([0] * 6 + [1, 2] + [3] * 4 + [4] * 4)
+    dataset = with_positives(make_dataset([2] * 16, cluster.tolist()), positive)
+    for seed in range(5):
+        batches = sampler_for(dataset, 8, seed=seed, separate_positives=True).epoch_queries(0)
+        for batch in batches:
+            copies = Counter(positive[batch].tolist())
+            assert (copies[0], copies[3], copies[4], copies[1] + copies[2]) == (3, 2, 2, 1)
+
+
+def test_separate_positives_needs_a_teacher_recipe() -> None:
+    """Guards the settings check: mnrl's own sampler already keeps texts apart, so the option is refused there."""
+    from st_tasb.training.settings import TrainingSettings
+
+    assert TrainingSettings(recipe="st-tasb", separate_positives=True).sampler_kwargs()["separate_positives"]
+    with pytest.raises(ValueError, match="separate_positives"):
+        TrainingSettings(recipe="mnrl", separate_positives=True)

@@ -133,7 +133,7 @@ class TopicAwareBatchSampler(TopicBatchSampler):
         else:
             unit_cluster = np.full(len(table), -1, dtype=np.int64)
         anchor_texts = self.row_texts[:, self.text_columns.index(self.anchor_column)]
-        self._set_units(unit_cluster, "rows", tier=_occurrence(anchor_texts))
+        self._set_units(unit_cluster, "rows", spread=anchor_texts)
         self._check_spreadable(table)
 
     @staticmethod
@@ -246,22 +246,6 @@ def _anchor_clusters(anchors: Any, clusters: ClustersLike, column: str) -> np.nd
             f"{missing[0]}: {example!r}; fit the clusters on this dataset's anchors (cluster_anchors)"
         )
     return found
-
-
-def _occurrence(codes: np.ndarray) -> np.ndarray:
-    """For every row, how many earlier rows have the same code (0 for an anchor's first row).
-
-    Example:
-        >>> _occurrence(np.array([5, 3, 5, 5, 3])).tolist()
-        [0, 0, 1, 2, 1]
-    """
-    order = np.argsort(codes, kind="stable")
-    ordered = codes[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    first = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
-    tier = np.empty(len(codes), dtype=np.int64)
-    tier[order] = np.arange(len(codes)) - first
-    return tier
 
 
 def _separate_duplicates(batches: np.ndarray, row_texts: np.ndarray, row_cluster: np.ndarray, fillers: int = 0) -> None:

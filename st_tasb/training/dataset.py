@@ -262,21 +262,23 @@ def first_repeated_row(query: np.ndarray, positive: np.ndarray, negative: np.nda
     return None
 
 
-def metadata_columns(dataset: Dataset) -> dict[str, np.ndarray]:
-    """The sampler's view of a training dataset: its metadata columns as numpy arrays (zero-copy when possible).
+def metadata_columns(dataset: Dataset, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The sampler's view of a training dataset: its metadata columns (and the ``extra`` ones, e.g.
+    ``positive_index``) as numpy arrays (zero-copy when possible).
 
     Raises:
         ValueError: when the dataset was not built by :func:`build_training_dataset`.
     """
     names = dataset.column_names if isinstance(dataset, Dataset) else []
-    missing = [c for c in SAMPLER_COLUMNS if c not in names]
+    wanted = (*SAMPLER_COLUMNS, *extra)
+    missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(
             f"the dataset lacks the columns {missing} that TopicAwareBalancedBatchSampler needs; build it with "
             "build_training_dataset(table, queries, corpus, clusters)"
         )
-    table = rows(dataset.select_columns(list(SAMPLER_COLUMNS)))
-    return {c: table.column(c).to_numpy() for c in SAMPLER_COLUMNS}
+    table = rows(dataset.select_columns(list(wanted)))
+    return {c: table.column(c).to_numpy() for c in wanted}
 
 
 def build_pair_dataset(

@@ -106,6 +106,7 @@ def fit(
         batch_sampler=functools.partial(
             TopicAwareBalancedBatchSampler, n_bins=sampler.n_bins, clusters_per_batch=sampler.clusters_per_batch,
             topic_aware=sampler.topic_aware, balanced=sampler.balanced,
+            separate_positives=sampler.separate_positives,
         ),
         dataloader_drop_last=sampler.drop_last,
         seed=sampler.seed,

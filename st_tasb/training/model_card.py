@@ -73,6 +73,7 @@ SETTING_LABELS = {
     "epochs_trained": "epochs trained (passes over the training queries)",
     "topic_aware": "topic-aware batches",
     "balanced": "balanced margin sampling",
+    "separate_positives": "queries sharing a positive spread over batches",
     "min_margin": "hard margin (pairs with a smaller teacher margin left out)",
     "learning_rate": "learning rate",
     "lr_scheduler": "learning-rate schedule",

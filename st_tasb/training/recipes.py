@@ -171,6 +171,8 @@ class TeacherDistillation(TrainingKind):
         terms = LossTerms.of(SimpleNamespace(**{**settings, "alpha": settings.get("alpha") or 0.0}))
         batches = ("every batch holds the queries of one topic cluster (topic-aware sampling)" if settings.get("topic_aware")
                    else "batches of randomly drawn queries (topic-aware sampling off)")
+        if settings.get("separate_positives"):
+            batches += ", the queries that share a positive spread over different batches"
         pairs = ("drawn evenly from the bins of its teacher margins (balanced sampling)" if settings.get("balanced")
                  else "drawn uniformly from its teacher-scored pairs (balanced sampling off)")
         return (f"{batches}, each query with one (positive, negative) pair {pairs}, and the loss is "

@@ -176,6 +176,11 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
             ``batch_size`` must be divisible by it.
         topic_aware: ``False`` is the random-batches ablation: queries in random order, clusters ignored.
         balanced: ``False`` is the uniform-pairs ablation: any of a query's pairs with equal probability.
+        separate_positives: spread the queries that share a positive (that of their first pair: their only one in
+            data with one judged passage per query) over their cluster's batches, so that a passage is seldom one
+            row's positive and another row's in-batch negative (:func:`~st_tasb.training.topic_batches.spread_positions`:
+            two such queries share a batch only when more queries of their cluster share the positive than the
+            cluster fills batches).
         world_size: processes that train together (default: the initialised ``torch.distributed`` group's size,
             else 1); their per-device batches of one step form one global batch (see
             :mod:`~st_tasb.training.topic_batches`).
@@ -203,6 +208,7 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         topic_aware: bool = True,
         world_size: int | None = None,
         balanced: bool = True,
+        separate_positives: bool = False,
     ) -> None:
         check_number("n_bins", n_bins, minimum=1)
         super().__init__(
@@ -218,14 +224,16 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         )
         self.n_bins = n_bins
         self.balanced = balanced
-        columns = metadata_columns(dataset)
+        self.separate_positives = separate_positives
+        columns = metadata_columns(dataset, ("positive_index",) if separate_positives else ())
         self.index = PairIndex.build(columns["query_index"], columns["margin"], columns["cluster"], n_bins)
         if topic_aware and (self.index.query_cluster < 0).any():
             raise ValueError(
                 "the training dataset has no query clusters: pass clusters= to build_training_dataset(), "
                 "or use topic_aware=False for random batches"
             )
-        self._set_units(self.index.query_cluster, "queries")
+        spread = columns["positive_index"][self.index.query_start] if separate_positives else None
+        self._set_units(self.index.query_cluster, "queries", spread=spread)
 
     def epoch_queries(self, epoch: int | None = None) -> np.ndarray:
         """The query positions of every (per-device) batch of ``epoch`` (default: the current one), shape

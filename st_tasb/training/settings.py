@@ -6,7 +6,7 @@ given on its own overrides the recipe's value.
 
 Example:
     >>> TrainingSettings(batch_size=64, clusters_per_batch=2).sampler_kwargs()
-    {'n_bins': 10, 'clusters_per_batch': 2, 'topic_aware': True, 'balanced': True}
+    {'n_bins': 10, 'clusters_per_batch': 2, 'topic_aware': True, 'balanced': True, 'separate_positives': False}
     >>> settings = TrainingSettings(recipe="st-tasb", alpha=0.5)
     >>> settings.loss_terms().describe(), settings.student_similarity()
     ('in-batch KL divergence x 0.5 + contrastive (labels) x 1', ('cosine', 20.0))
@@ -142,6 +142,12 @@ class TrainingSettings(RecipeOptions):
         default=1,
         metadata={"help": "topic clusters per batch, n; batch_size must be a multiple (the paper: 1)"},
     )
+    separate_positives: bool = field(
+        default=False,
+        metadata={"help": "topic-aware batches of the teacher recipes: spread the queries that share a positive over "
+                          "their cluster's batches, so that a passage is seldom one row's positive and another's "
+                          "in-batch negative (mnrl's batches hold no text twice anyway)"},
+    )
     min_margin: float | None = field(
         default=None,
         metadata={"help": "hard margin: leave out pairs whose teacher margin is below this before binning (likely false "
@@ -221,6 +227,9 @@ class TrainingSettings(RecipeOptions):
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
             )
+        if self.separate_positives and self.loss == "mnrl":
+            raise ValueError("separate_positives is for the teacher recipes' pair sampler: mnrl's batches already hold "
+                             "no text twice")
         if self.fp16 and self.bf16:
             raise ValueError("choose one of fp16 and bf16")
         if self.early_stopping_patience is not None and not (self.eval_steps and self.keep_best_model):
@@ -273,7 +282,8 @@ class TrainingSettings(RecipeOptions):
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~st_tasb.training.sampler.TopicAwareBalancedBatchSampler` these settings imply."""
-        return {name: getattr(self, name) for name in ("n_bins", "clusters_per_batch", "topic_aware", "balanced")}
+        return {name: getattr(self, name) for name in ("n_bins", "clusters_per_batch", "topic_aware", "balanced",
+                                                  "separate_positives")}
 
 
 def _is_instance(value: Any, kind: type) -> bool:
