@@ -138,6 +138,7 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     assert OptionParser(train_arguments).parse([*required, "--random-batches"]).topic_aware is False
     assert OptionParser(train_arguments).parse([*required, "--no-balanced"]).balanced is False
     assert OptionParser(train_arguments).parse([*required, "--uniform-pairs"]).balanced is False
+    assert OptionParser(train_arguments).parse([*required, "--separate-positives"]).separate_positives is True
     assert OptionParser(train_arguments).parse(required).min_margin is None
     assert OptionParser(train_arguments).parse([*required, "--min-margin", "-0.5"]).min_margin == -0.5
     recipe = OptionParser(train_arguments).parse([*required, "--loss", "mnrl", "--similarity", "cosine", "--similarity-scale",
