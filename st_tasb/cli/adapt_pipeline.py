@@ -44,9 +44,10 @@ from sentence_transformers import SentenceTransformer
 
 from st_tasb.cli.adapt_config import AdaptConfig
 from st_tasb.cli.adapt_inputs import AdaptInputs, StepClock, check_work_dir, prepare_inputs, settings_tag
+from st_tasb.data import files
 from st_tasb.data.arrow import rows
 from st_tasb.data.beir import BeirData, load_corpus
-from st_tasb.data.files import check_output, write_json
+from st_tasb.data.files import write_json
 from st_tasb.data.models import check_model_name, default_device, load_sentence_transformer
 from st_tasb.data.runs import read_trec_run, write_trec_run
 from st_tasb.data.texts import TextStore
@@ -130,7 +131,7 @@ def run_adapt(
     """
     config = config or AdaptConfig()
     output_dir = Path(output_dir)
-    check_output(output_dir, "the output folder", record=RUN_RECORD, overwrite=overwrite)
+    files.check_output(output_dir, "the output folder", record=RUN_RECORD, overwrite=overwrite)
     work_dir = Path(work_dir) if work_dir is not None else output_dir / "work"
     if not (Path(data_dir) / "corpus.jsonl").is_file():  # before anything is written: the data, the models
         load_corpus(data_dir)  # names the missing folder or corpus.jsonl

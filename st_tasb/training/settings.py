@@ -30,7 +30,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from st_tasb.training.recipes import RECIPE_FIELDS, RECIPES, resolve
+from st_tasb.training.recipes import KINDS, RECIPE_FIELDS, RECIPES, resolve
 from st_tasb.training.terms import LossTerms
 
 RUN_ONLY_SETTINGS = ("cpu", "dataloader_workers", "logging_steps", "save_steps", "eval_steps", "early_stopping_patience",
@@ -227,7 +227,7 @@ class TrainingSettings(RecipeOptions):
             raise ValueError(
                 f"batch_size ({self.batch_size}) must be a multiple of clusters_per_batch ({self.clusters_per_batch})"
             )
-        if self.separate_positives and self.loss == "mnrl":
+        if self.separate_positives and not KINDS[self.loss].uses_teacher:
             raise ValueError("separate_positives is for the teacher recipes' pair sampler: mnrl's batches already hold "
                              "no text twice")
         if self.fp16 and self.bf16:
