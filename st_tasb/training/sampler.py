@@ -178,7 +178,7 @@ class TopicAwareBalancedBatchSampler(TopicBatchSampler):
         balanced: ``False`` is the uniform-pairs ablation: any of a query's pairs with equal probability.
         separate_positives: spread the queries that share a positive (that of their first pair: their only one in
             data with one judged passage per query) over their cluster's batches, so that a passage is seldom one
-            row's positive and another row's in-batch negative (:func:`~st_tasb.training.topic_batches.spread_positions`:
+            row's positive and another row's in-batch negative (:class:`~st_tasb.training.topic_batches.SpreadGroups`:
             two such queries share a batch only when more queries of their cluster share the positive than the
             cluster fills batches).
         world_size: processes that train together (default: the initialised ``torch.distributed`` group's size,

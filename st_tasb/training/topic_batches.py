@@ -10,7 +10,7 @@ distinct clusters (where the sizes allow) make a batch, and the batches are shuf
 clusters with replacement and have no epochs; an epoch is what the Trainer expects.
 
 Units may carry a *spread group* (the rows of one anchor; the queries that share a positive): inside its
-cluster, a group's units are then dealt out over the cluster's chunks (:func:`spread_positions`), so that they
+cluster, a group's units are then dealt out over the cluster's chunks (:class:`SpreadGroups`), so that they
 share a chunk only when the group has more units than its cluster has chunks.
 
 Every batch has exactly ``batch_size`` units, no unit twice, and ``len()`` is exact: the
@@ -101,43 +101,60 @@ def occurrence(codes: np.ndarray) -> np.ndarray:
     return rank
 
 
-def spread_positions(cluster: np.ndarray, spread: np.ndarray, chunk: int, rng: np.random.Generator) -> np.ndarray:
-    """A sort key that spreads the units of each spread group over their cluster's chunks as evenly as possible.
+@dataclass(frozen=True)
+class SpreadGroups:
+    """The spread groups of every unit inside its cluster, computed once; :meth:`positions` deals them each epoch.
 
-    Inside a cluster of ``n`` units, the groups get a random order (larger groups first) and their units, in a random
-    order, are laid out group after group. The first ``K * chunk`` of them (``K = n // chunk``, the cluster's full
-    chunks) are dealt out in turn to the ``K`` chunks: sorting by the key gives chunk 0's units, then chunk 1's, and so
-    on, then the ``n mod chunk`` units left over (the smallest groups). A group of ``m`` units dealt out in turn lands
-    in ``min(m, K)`` chunks, at most ``ceil(m / K)`` in any one: no chunk holds a group twice unless it has more units
-    than its cluster has chunks.
-
-    Args:
-        cluster: every unit's cluster (the key orders units within a cluster; sort by cluster first).
-        spread: every unit's group code.
-        chunk: units per chunk.
-        rng: the epoch's generator.
-
-    Example:
-        >>> groups = np.array([9, 7, 8, 7, 8, 7])  # one cluster of two chunks of 3: groups of 3, 2 and 1 units
-        >>> key = spread_positions(np.zeros(6, dtype=np.int64), groups, 3, np.random.default_rng(0))
-        >>> groups[np.argsort(key)].reshape(2, 3).tolist()  # 7 7 7 8 8 9 dealt out in turn to the two chunks
-        [[7, 7, 8], [7, 8, 9]]
+    Attributes:
+        cluster: every unit's cluster, as codes ``0..C-1``.
+        pair: every unit's (cluster, group) code.
+        size: the number of units of each (cluster, group) code.
+        members: the number of units of each cluster.
     """
-    n = len(cluster)
-    cluster = np.unique(cluster, return_inverse=True)[1].ravel()
-    pair = np.unique(np.stack((cluster, spread)), axis=1, return_inverse=True)[1].ravel()
-    size = np.bincount(pair)
-    group_rank = np.empty(len(size), dtype=np.int64)
-    group_rank[np.lexsort((rng.random(len(size)), -size))] = np.arange(len(size))  # larger groups first
-    laid_out = np.lexsort((rng.random(n), group_rank[pair], cluster))  # by cluster, then group after group
-    members = np.bincount(cluster)
-    first = np.cumsum(members) - members
-    position = np.empty(n, dtype=np.int64)
-    position[laid_out] = np.arange(n) - first[cluster[laid_out]]  # each unit's place in its cluster's layout
-    chunks = (members // chunk)[cluster]
-    dealt = position < chunks * chunk
-    turns = np.maximum(chunks, 1)
-    return np.where(dealt, position % turns * chunk + position // turns, position)
+
+    cluster: np.ndarray
+    pair: np.ndarray
+    size: np.ndarray
+    members: np.ndarray
+
+    @classmethod
+    def of(cls, cluster: np.ndarray, spread: np.ndarray) -> SpreadGroups:
+        """The groups of units with cluster ``cluster`` and group code ``spread`` (any integers)."""
+        codes = np.unique(cluster, return_inverse=True)[1].ravel()
+        pair = np.unique(np.stack((codes, spread)), axis=1, return_inverse=True)[1].ravel()
+        return cls(codes, pair, np.bincount(pair), np.bincount(codes))
+
+    def positions(self, chunk: int, rng: np.random.Generator) -> np.ndarray:
+        """A sort key that spreads the units of each group over their cluster's chunks as evenly as possible.
+
+        Inside a cluster of ``n`` units, the groups get a random order (larger groups first) and their units, in a
+        random order, are laid out group after group. The first ``K * chunk`` of them (``K = n // chunk``, the
+        cluster's full chunks) are dealt out in turn to the ``K`` chunks: sorting by the key gives chunk 0's units,
+        then chunk 1's, and so on, then the ``n mod chunk`` units left over (the smallest groups). A group of ``m``
+        units dealt out in turn lands in ``min(m, K)`` chunks, at most ``ceil(m / K)`` in any one: no chunk holds a
+        group twice unless it has more units than its cluster has chunks.
+
+        Args:
+            chunk: units per chunk.
+            rng: the epoch's generator.
+
+        Example:
+            >>> groups = np.array([9, 7, 8, 7, 8, 7])  # one cluster of two chunks of 3: groups of 3, 2 and 1 units
+            >>> key = SpreadGroups.of(np.zeros(6, dtype=np.int64), groups).positions(3, np.random.default_rng(0))
+            >>> groups[np.argsort(key)].reshape(2, 3).tolist()  # 7 7 7 8 8 9 dealt out in turn to the two chunks
+            [[7, 7, 8], [7, 8, 9]]
+        """
+        n, cluster, members = len(self.cluster), self.cluster, self.members
+        group_rank = np.empty(len(self.size), dtype=np.int64)
+        group_rank[np.lexsort((rng.random(len(self.size)), -self.size))] = np.arange(len(self.size))  # larger first
+        laid_out = np.lexsort((rng.random(n), group_rank[self.pair], cluster))  # by cluster, then group after group
+        first = np.cumsum(members) - members
+        position = np.empty(n, dtype=np.int64)
+        position[laid_out] = np.arange(n) - first[cluster[laid_out]]  # each unit's place in its cluster's layout
+        chunks = (members // chunk)[cluster]
+        dealt = position < chunks * chunk
+        turns = np.maximum(chunks, 1)
+        return np.where(dealt, position % turns * chunk + position // turns, position)
 
 
 def pack_remainders(remainders: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,12 +237,12 @@ class TopicBatchSampler(DefaultBatchSampler):
         self.topic_aware = topic_aware
         self.unit_cluster = np.zeros(0, dtype=np.int64)
         self._group = self.unit_cluster
-        self._spread: np.ndarray | None = None
+        self._spread: SpreadGroups | None = None
 
     def _set_units(self, unit_cluster: np.ndarray, what: str, spread: np.ndarray | None = None) -> None:
         """Record every unit's cluster (-1: none) and, optionally, its spread group (any integer codes).
 
-        Units of one spread group are dealt out over their cluster's chunks (:func:`spread_positions`):
+        Units of one spread group are dealt out over their cluster's chunks (:class:`SpreadGroups`):
         the anchor sampler spreads the rows of an anchor, the pair sampler (``separate_positives``) the queries
         that share a positive.
 
@@ -242,7 +259,7 @@ class TopicBatchSampler(DefaultBatchSampler):
             self._group = np.unique(self.unit_cluster, return_inverse=True)[1].astype(np.int64)  # 0..C-1
         else:  # random batches: a single group
             self._group = np.zeros(n_units, dtype=np.int64)
-        self._spread = None if spread is None else np.asarray(spread, dtype=np.int64)
+        self._spread = None if spread is None else SpreadGroups.of(self._group, np.asarray(spread, dtype=np.int64))
 
     def __call__(self, *args: Any, **kwargs: Any) -> TopicBatchSampler:
         """Refuse being used as a sampler factory: ``batch_sampler=`` of the training arguments takes the class.
@@ -296,8 +313,8 @@ class TopicBatchSampler(DefaultBatchSampler):
             chunks, rest = self._topic_chunks(rng)
             per_batch = self.clusters_per_batch
         else:
-            order = rng.permutation(n_units) if self._spread is None else np.argsort(
-                spread_positions(self._group, self._spread, self.global_batch_size, rng), kind="stable")
+            order = (rng.permutation(n_units) if self._spread is None
+                     else np.argsort(self._spread.positions(self.global_batch_size, rng), kind="stable"))
             cut = len(order) - len(order) % self.global_batch_size
             chunks, rest = order[:cut].reshape(-1, self.global_batch_size), order[cut:]
             per_batch = 1
@@ -321,7 +338,7 @@ class TopicBatchSampler(DefaultBatchSampler):
         n_clusters = int(self._group.max()) + 1
         rank = rng.permutation(n_clusters)[self._group]  # clusters in random order
         inside = (rng.random(len(rank)) if self._spread is None
-                  else spread_positions(self._group, self._spread, size, rng))
+                  else self._spread.positions(size, rng))
         order = np.lexsort((inside, rank))  # grouped by cluster, shuffled (and spread) inside
         rank_sorted = rank[order]
         members = np.bincount(rank, minlength=n_clusters)
