@@ -31,6 +31,8 @@ from st_tasb.data.runs import read_trec_run
 METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 TESTED_METRICS = ("ndcg@10", "mrr@10")
 """The metrics whose differences are tested (over seeds and over queries)."""
+PERMUTATIONS = 10_000
+"""Permutations of ranx's Fisher randomization test; a p-value of 0 means below 1 / PERMUTATIONS."""
 
 
 @dataclass
@@ -148,8 +150,9 @@ def summarise(
             print(f"  paired t-test over {len(seeds)} seeds: p = {t['seeds_t_test_p']:.3g}")
             print(f"  95 % confidence interval of the difference over the pooled queries (scipy): "
                   f"[{t['queries_pooled_ci95'][0]:+.4f}, {t['queries_pooled_ci95'][1]:+.4f}]")
-            print(f"  Fisher randomization over queries (ranx), pooled over seeds: p = {t['queries_pooled_p']:.3g}; "
-                  f"per seed: {' / '.join(f'{p:.3g}' for p in t['queries_per_seed_p'])}")
+            print(f"  Fisher randomization over queries (ranx, {PERMUTATIONS:,} permutations), pooled over seeds: "
+                  f"p {_p_text(t['queries_pooled_p'])}; "
+                  f"per seed: {' / '.join(_p_text(p) for p in t['queries_per_seed_p'])}")
     return {
         "seeds": seeds,
         "reference": reference,
@@ -178,7 +181,7 @@ def paired_tests(
         pooled_qrels = RanxQrels({f"{s}:{q}": docs for s in pick for q, docs in dev_qrels.items()})
         pooled = [RanxRun({f"{s}:{q}": docs for s in pick for q, docs in trec[name][s].items()}, name=name)
                   for name in (reference, variant)]
-        report = compare(pooled_qrels, pooled, metrics=[metric], stat_test="fisher", n_permutations=10_000,
+        report = compare(pooled_qrels, pooled, metrics=[metric], stat_test="fisher", n_permutations=PERMUTATIONS,
                          max_p=0.05, random_seed=0)
         return float(report.comparisons[reference, variant][metric]["p_value"])
 
@@ -212,6 +215,11 @@ def plot(runs: SeededRuns, seeds: list[int], path: Path, title: str) -> None:
     low = min(by_seed[s]["ndcg@10"] for by_seed in runs.metrics.values() for s in seeds)
     axes.set_ylim(max(0.0, low - 0.05), None)
     figure.savefig(path, dpi=120)
+
+
+def _p_text(p: float) -> str:
+    """A Fisher p-value as text: ``= 0.0123``, or ``< 0.0001`` when no permutation was as extreme (ranx gives 0)."""
+    return f"< {1 / PERMUTATIONS:g}" if p == 0 else f"= {p:.3g}"
 
 
 def _sd(values: list[float]) -> float:
