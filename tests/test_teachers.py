@@ -271,6 +271,31 @@ def test_cached_bi_encoder_scores_equal_live_scores(bi_encoder: SentenceTransfor
         model_free({"margin": labels["margin"], "texts": labels["texts"]})
 
 
+def test_cached_embeddings_reuse_a_store_by_its_content(
+    bi_encoder: SentenceTransformer, stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the work folder's teacher cache: another query set over the same corpus reads the passages' file back
+    (no passage is encoded again) and encodes its own queries; a file left by a cut run is never read; every row
+    equals the live embedding of its text."""
+    from st_tasb.training.inbatch_teachers import cached_embeddings
+
+    queries, corpus = stores
+    teacher = BiEncoderTeacher(bi_encoder, similarity_fn_name="dot", device="cpu")
+    cached_embeddings(teacher, queries, corpus, tmp_path, show_progress_bar=False)
+    other = TextStore.from_records([("x", QUERIES[1]), ("y", "yeast")], name="queries")
+    (tmp_path / f"queries-{other.digest()}.partial.npy").write_bytes(b"cut off")
+    encoded: list[str] = []
+    original = teacher.encode_store
+    monkeypatch.setattr(teacher, "encode_store", lambda store, **kw: encoded.append(store.name) or original(store, **kw))
+    cache = cached_embeddings(teacher, other, corpus, tmp_path, show_progress_bar=False)
+    assert encoded == ["queries"] and teacher.cache is cache
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.npy") if ".partial" not in p.name) == [
+        "corpus", "queries", "queries"]
+    np.testing.assert_allclose(cache.queries, bi_encoder.encode_query(["protein misfolding in yeast causes disease",
+                                                                       "yeast"]), atol=1e-5)
+    np.testing.assert_allclose(cache.corpus, bi_encoder.encode_document(PASSAGES), atol=1e-5)
+
+
 def test_bi_encoder_cache_errors_are_clear(bi_encoder: SentenceTransformer) -> None:
     """Guards against caches built for other stores or another model being used silently."""
     with pytest.raises(ValueError, match="dimension 8 but the model's have 384"):

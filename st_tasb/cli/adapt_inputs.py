@@ -94,7 +94,7 @@ def prepare_inputs(
     members = [_teacher(model, config) for model in config.teacher_models]
     caches = [
         cached_embeddings(member, training_data.queries, training_data.corpus,
-                          work_dir / f"teacher-embeddings-{settings_tag(texts_tag, config.model_tag(model))}",
+                          work_dir / f"teacher-embeddings-{settings_tag(config.model_tag(model), config.max_seq_length)}",
                           show_progress_bar=show_progress_bar)
         for member, model in zip(members, config.teacher_models)
     ]

@@ -10,7 +10,8 @@ Steps (every one a public st-tasb function; every prepared step is kept in the w
    every document (:func:`~st_tasb.prepare.pseudo_queries.make_pseudo_queries`);
 3. the teachers: the starting model itself by default, or the named bi-encoders, their means when several (the
    paper's T2, :class:`~st_tasb.teachers.EnsembleTeacher`). Each embeds every training query and passage once
-   (:meth:`~st_tasb.teachers.BiEncoderTeacher.build_cache`); these embeddings serve as
+   and keeps them in the work folder by content (:func:`~st_tasb.training.inbatch_teachers.cached_embeddings`:
+   another setting over the same corpus reuses the passages); these embeddings serve as
    - the **pairwise teacher**: the scores of BM25-mined candidates (:func:`~st_tasb.prepare.mining.mine_candidates`,
      :func:`~st_tasb.prepare.scoring.score_candidates`),
    - the **in-batch teacher**: cached scores of every query of a batch against every passage of the batch,

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Union
 
@@ -23,6 +24,8 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from st_tasb.data.arrow import rows
+
+_DIGEST_ROWS = 65_536  # rows hashed per step by TextStore.digest (part of the digest's definition)
 
 
 class UnknownIdError(KeyError):
@@ -281,6 +284,26 @@ class TextStore:
         """Texts at row ``positions``, in order."""
         column = self._rows.column("text")
         return column.take(pa.array(np.asarray(positions, dtype=np.int64))).to_pylist()
+
+    def digest(self) -> str:
+        """A SHA-256 hex digest of the ids and texts in row order: equal for stores with the same content, whatever
+        their name or how they were built (files that cache something per store are named after it).
+
+        Example:
+            >>> a = TextStore.from_records([("d1", "x"), ("d2", "y")], name="corpus")
+            >>> a.digest() == TextStore.from_dict({"d1": "x", "d2": "y"}).digest()
+            True
+            >>> a.digest() == TextStore.from_records([("d2", "y"), ("d1", "x")]).digest()
+            False
+        """
+        hasher = hashlib.sha256()
+        ids, texts = self.ids.cast(pa.string()), self._rows.column("text")
+        for start in range(0, len(self), _DIGEST_ROWS):
+            stop = min(start + _DIGEST_ROWS, len(self))
+            for value in (*ids[start:stop].to_pylist(), *texts.slice(start, stop - start).to_pylist()):
+                encoded = value.encode()
+                hasher.update(len(encoded).to_bytes(8, "little") + encoded)
+        return hasher.hexdigest()
 
     def __getitem__(self, item: Any) -> str:
         """The text of one id."""

@@ -255,18 +255,46 @@ class BiEncoderTeacher(InBatchTeacher):
         arrays = {}
         for name, store in (("queries", queries), ("corpus", corpus)):
             target = None if folder is None else folder / _FILES[name]
-            arrays[name] = self._encode_store(
-                store, name == "queries", target, np.dtype(dtype), chunk_size, show_progress_bar
-            )
-        cache = EmbeddingCache.load(folder) if folder is not None else EmbeddingCache(**arrays)
+            arrays[name] = self.encode_store(store, is_query=name == "queries", path=target, dtype=dtype,
+                                             chunk_size=chunk_size, show_progress_bar=show_progress_bar)
+        return self.use_cache(EmbeddingCache.load(folder) if folder is not None else EmbeddingCache(**arrays))
+
+    def use_cache(self, cache: EmbeddingCache) -> EmbeddingCache:
+        """Score from ``cache`` from now on (rows aligned with the training stores); returns it.
+
+        Raises:
+            ValueError: if its dimension is not the model's.
+        """
         self.cache = self._checked(cache)
         return self.cache
 
-    def _encode_store(
-        self, store: TextStore, is_query: bool, target: Path | None, dtype: np.dtype, chunk_size: int, progress: bool
+    def encode_store(
+        self,
+        store: TextStore,
+        *,
+        is_query: bool,
+        path: str | os.PathLike | None = None,
+        dtype: str | np.dtype = "float32",
+        chunk_size: int = 1024,
+        show_progress_bar: bool = True,
     ) -> np.ndarray:
+        """The embeddings of every text of ``store`` in row order, as queries or as passages.
+
+        Args:
+            store: the texts.
+            is_query: encode them as queries (``encode_query``, the query length cap) or as passages.
+            path: an ``.npy`` file to write them into as they are encoded (returned memory-mapped); in memory
+                when ``None``.
+            dtype, chunk_size, show_progress_bar: as in :meth:`build_cache`.
+
+        Raises:
+            ValueError: if the store is empty or the teacher has no model.
+        """
+        target = None if path is None else Path(path)
+        dtype = np.dtype(dtype)
         out = None
-        bar = tqdm(total=len(store), desc=f"Encoding {store.name}", unit="text", disable=not progress_enabled(progress))
+        bar = tqdm(total=len(store), desc=f"Encoding {store.name}", unit="text",
+                   disable=not progress_enabled(show_progress_bar))
         for start in range(0, len(store), chunk_size):
             stop = min(start + chunk_size, len(store))
             embeddings = self._encode(store.texts(np.arange(start, stop)), is_query).float().cpu().numpy()

