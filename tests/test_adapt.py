@@ -3,12 +3,14 @@ several teachers averaged, the corpus alone, and bad input named in one line wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 
 from st_tasb.cli import main
@@ -55,6 +57,10 @@ def test_adapt_trains_the_starting_model_itself_and_evaluates_on_the_dev_split(
     trained = model[0].auto_model.embeddings.word_embeddings.weight
     assert not np.allclose(trained.detach().numpy(), start[0].auto_model.embeddings.word_embeddings.weight.detach().numpy())
     dev_qrels = load_beir(tiny_beir, "dev").qrels
+    # the teacher is the starting model: it reads queries and passages as the student does, so it ranks the same
+    before, teacher = (read_trec_run(adapted / "runs" / f"dev-{run}.trec") for run in ("student-before", "teacher"))
+    top10 = lambda run: {q: sorted(docs, key=docs.get, reverse=True)[:10] for q, docs in run.items()}  # noqa: E731
+    assert top10(teacher) == top10(before)
     for name, run in (("student_before", "student-before"), ("student_after", "student-after"), ("teacher", "teacher")):
         written = read_trec_run(adapted / "runs" / f"dev-{run}.trec")
         assert set(written) == set(dev_qrels)
@@ -128,3 +134,24 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_replaced(
     (mine / "notes.txt").write_text("keep me")
     message = _error([*common, "--data", str(tiny_beir), "--output", str(mine)], capsys)
     assert str(mine) in message and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_the_starting_model_as_teacher_reads_long_queries_as_the_student_does(minilm_path: str) -> None:
+    """Guards the teacher's query cap: a claim longer than MS MARCO's 30-token queries is scored by the teacher from
+    the same tokens the student reads (the default), and the demo's preset keeps the 30 its reported runs used."""
+    from st_tasb.cli.adapt_config import AdaptConfig
+    from st_tasb.cli.adapt_inputs import _teacher
+    from st_tasb.cli.adapt_pipeline import _starting_student
+
+    claim = ("Patients with chronic kidney disease who receive erythropoiesis-stimulating agents to a higher haemoglobin "
+             "target have more strokes, more vascular access thromboses and no better quality of life than those "
+             "treated to a lower target.")
+    passages = ["Anaemia correction in chronic kidney disease raised the risk of stroke.", "Coral reefs bleach."]
+    config = AdaptConfig(model=minilm_path)
+    student = _starting_student(config)
+    assert len(student.tokenize([claim])["input_ids"][0]) > 40
+    expected = config.teacher_scale * student.similarity(student.encode_query([claim]), student.encode_document(passages))
+    teacher = _teacher(minilm_path, config)
+    torch.testing.assert_close(teacher.score([claim], passages), expected, rtol=1e-4, atol=1e-4)
+    demo = _teacher(minilm_path, dataclasses.replace(AdaptConfig.demo(), model=minilm_path))
+    assert not torch.allclose(demo.score([claim], passages), expected, atol=1e-3)

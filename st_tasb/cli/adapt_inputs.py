@@ -94,7 +94,7 @@ def prepare_inputs(
     members = [_teacher(model, config) for model in config.teacher_models]
     caches = [
         cached_embeddings(member, training_data.queries, training_data.corpus,
-                          work_dir / f"teacher-embeddings-{settings_tag(config.model_tag(model), config.max_seq_length)}",
+                          work_dir / f"teacher-embeddings-{settings_tag(config.model_tag(model))}",
                           show_progress_bar=show_progress_bar)
         for member, model in zip(members, config.teacher_models)
     ]
@@ -187,7 +187,7 @@ def _teacher(model: str, config: AdaptConfig) -> BiEncoderTeacher:
     if encoder.similarity_fn_name == "cosine" and not any(isinstance(module, Normalize) for module in encoder):
         encoder.append(Normalize())
     return BiEncoderTeacher(
-        encoder, passage_max_length=config.max_seq_length,
+        encoder, query_max_length=config.teacher_query_length, passage_max_length=config.max_seq_length,
         similarity_fn_name="dot", scale=config.teacher_scale, name=f"bi-encoder:{name}:dot x {config.teacher_scale:g}",
     )
 
@@ -210,7 +210,8 @@ def _scored_candidates(
         pairs.to_parquet(str(candidates_file))
     return score_candidates(
         teacher, pairs, training_data.queries, training_data.corpus,
-        work_dir / f"teacher-scores-{settings_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale, *teachers)}",
+        work_dir / ("teacher-scores-" + settings_tag(texts_tag, config.top_k, config.max_negatives, config.teacher_scale,
+                                                     config.teacher_query_length, *teachers)),
         show_progress_bar=show_progress_bar,
     )
 

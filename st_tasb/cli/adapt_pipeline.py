@@ -182,9 +182,10 @@ def run_adapt(
 
 
 def _starting_student(config: AdaptConfig) -> SentenceTransformer:
-    """The starting model itself as the student, its passages cut at ``max_seq_length``."""
+    """The starting model itself as the student, its texts cut at ``max_seq_length`` or its own cap if that is
+    lower (as the teachers cut them: a model never reads more tokens than it was saved to read)."""
     student = load_sentence_transformer(config.starting_model, device=default_device())
-    student.max_seq_length = config.max_seq_length
+    student.max_seq_length = min(config.max_seq_length, student.max_seq_length)
     return student
 
 
@@ -233,7 +234,8 @@ def _card(config: AdaptConfig, data_dir: Path, split: str, inputs: AdaptInputs) 
         dev = f"{len(inputs.dev_data.qrels)} judged queries of split {split!r}, held out by a hash of the query id"
     return TASBModelCard(
         teachers={
-            "pairwise": f"{teacher}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates",
+            "pairwise": f"{teacher}: cosine similarity x {config.teacher_scale:g} of BM25-mined candidates (queries "
+                        f"cut at {config.teacher_query_length} tokens, passages at {config.max_seq_length})",
             "in-batch": f"{teacher}: the same scores from cached embeddings (BiEncoderTeacher)",
         },
         data={

@@ -121,10 +121,11 @@ def cached_embeddings(
 ) -> EmbeddingCache:
     """Give ``teacher`` the embeddings of all queries and passages, encoding only the stores ``cache_dir`` lacks.
 
-    The folder keeps each store's embeddings in ``queries-DIGEST.npy`` / ``corpus-DIGEST.npy``, named after the
-    store's content (:meth:`~st_tasb.data.texts.TextStore.digest`): a run with other queries over the same corpus
-    reads the passages' embeddings back and encodes its queries alone. Keep one folder per teacher model and
-    length settings; a file appears only once complete, so a run cut off while encoding starts that store again.
+    The folder keeps each store's embeddings in ``queries-CAPtokens-DIGEST.npy`` / ``corpus-CAPtokens-DIGEST.npy``,
+    named after the teacher's token cap for that side and the store's content
+    (:meth:`~st_tasb.data.texts.TextStore.digest`): a run with other queries over the same corpus reads the
+    passages' embeddings back and encodes its queries alone. Keep one folder per teacher model; a file appears only
+    once complete, so a run cut off while encoding starts that store again.
 
     Returns:
         The cache, also set as ``teacher.cache``.
@@ -150,7 +151,8 @@ def cached_embeddings(
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for name, store in (("queries", queries), ("corpus", corpus)):
-        path = folder / f"{name}-{store.digest()}.npy"
+        cap = teacher.query_max_length if name == "queries" else teacher.passage_max_length
+        path = folder / f"{name}-{cap or 'all'}tokens-{store.digest()}.npy"
         if path.is_file():
             logger.info("reusing the teacher's %s embeddings cached in %s", name, path)
         else:
