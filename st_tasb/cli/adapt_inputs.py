@@ -111,7 +111,7 @@ def prepare_inputs(
         np.asarray(cache.queries)[training_data.queries.positions(train_ids)], train_ids,
         k=max(1, len(train_ids) // config.queries_per_cluster), seed=seed,
         settings={"model": " + ".join(config.teacher_name(model) for model in config.teacher_models),
-                  "max_seq_length": members[0].encoder.max_seq_length},
+                  "max_seq_length": min(config.teacher_query_length, *(m.encoder.max_seq_length for m in members))},
     )
     clock.lap("clustering")
     return AdaptInputs(
