@@ -283,7 +283,7 @@ def test_cached_embeddings_reuse_a_store_by_its_content(
     teacher = BiEncoderTeacher(bi_encoder, similarity_fn_name="dot", device="cpu")
     cached_embeddings(teacher, queries, corpus, tmp_path, show_progress_bar=False)
     other = TextStore.from_records([("x", QUERIES[1]), ("y", "yeast")], name="queries")
-    (tmp_path / f"queries-{other.digest()}.partial.npy").write_bytes(b"cut off")
+    (tmp_path / f"queries-{teacher.query_max_length}tokens-{other.digest()}.partial.npy").write_bytes(b"cut off")
     encoded: list[str] = []
     original = teacher.encode_store
     monkeypatch.setattr(teacher, "encode_store", lambda store, **kw: encoded.append(store.name) or original(store, **kw))
